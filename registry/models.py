@@ -1,0 +1,610 @@
+"""Registry tables (SQLModel) and, per entity, the family that reads and writes them.
+
+    XBase    shared fields with their checks (``registry.validation`` types)
+    ├── X          the table: + primary key, ``version``, ``created_at``, ``updated_at``
+    ├── XCreate    a full, validated entity as written by the admin API or ``apply``
+    ├── XUpdate    every writable field optional (generated from XCreate: one list of fields)
+    └── XPublic    what reads return; never a secret (API keys show only their prefix)
+
+Field names are those of ``docs/registry-format.md``; nested ``location``/``hardware``/
+``data_handling`` of a deployment are flat columns (``registry.validation.flatten_deployment``
+accepts both shapes).
+Each entity's ``version`` is the registry version of its last write; the service uses it for
+compare-and-set. ``SPECS`` describes every kind once so the service and the admin API handle all
+of them with one generic mechanism.
+
+Cross-field rules that need the whole entity (EEA flag vs country, claims keys, lineage
+duplicates) live on XCreate; the service validates an update by merging it into the stored
+entity and validating the result as an XCreate, so both paths enforce the same rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    SecretStr,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from registry.keys import MIN_KEY_LENGTH
+from registry.snapshot import AdapterKind, Confidence, Hosting, ReviewStatus, Scope, Strategy
+from registry.validation import (
+    MODEL_ID_RE,
+    SLUG_RE,
+    Country,
+    EnvVarName,
+    LicenseId,
+    ModelId,
+    RouteName,
+    Slug,
+    Url,
+    eea_countries,
+    flatten_deployment,
+)
+
+# Named constraints, so later migrations (batch mode on SQLite) can drop and alter them.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# JSONB on PostgreSQL (indexable, compact), JSON text elsewhere.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+# Integer primary keys that autoincrement on both: SQLite only does so for INTEGER PRIMARY KEY.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+Relation = Literal[
+    "finetune_of",
+    "adapter_of",
+    "merge_of",
+    "quantized_from",
+    "distilled_from",
+    "continued_pretrain_of",
+]
+CommercialUse = Literal["yes", "no", "conditional"]
+ChangeOp = Literal["create", "update", "delete"]
+PolicyFormat = Literal["yaml", "cedar"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _unique(values: list[str]) -> list[str]:
+    if len(set(values)) != len(values):
+        raise ValueError("contains duplicates")
+    return values
+
+
+def _candidate(value: str) -> str:
+    if not (SLUG_RE.fullmatch(value) or MODEL_ID_RE.fullmatch(value)):
+        raise ValueError(f"{value!r} is neither a deployment id nor a model id")
+    return value
+
+
+UniqueScopes = Annotated[list[Scope], AfterValidator(_unique)]
+Candidates = Annotated[list[Annotated[str, AfterValidator(_candidate)]], AfterValidator(_unique)]
+
+
+class ClaimData(BaseModel):
+    """Where a fact comes from and how sure we are of it (stored as JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str | None = None
+    retrieved_at: date | None = None
+    confidence: Confidence = "unknown"
+
+
+class LineageEdge(BaseModel):
+    """One parent of a model: ``{relation: distilled_from, model: meta-llama/Llama-3.1-8B}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    relation: Relation
+    model: ModelId
+
+
+class Tracked(SQLModel):
+    """Bookkeeping every entity row carries."""
+
+    version: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ClaimedBase(SQLModel):
+    """Entities that carry provenance facts: a default claim plus per-field overrides."""
+
+    claim: ClaimData = Field(default_factory=ClaimData, sa_type=JSONType)
+    claims: dict[str, ClaimData] = Field(default_factory=dict, sa_type=JSONType)
+
+
+class Strict(SQLModel):
+    """Input models: unknown fields are errors (a typo must not be silently dropped)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)  # type: ignore[assignment]
+
+
+class ClaimsMatchFields(Strict):
+    """``claims`` may only override fields the entity has."""
+
+    @field_validator("claims", check_fields=False)
+    @classmethod
+    def _claims_name_fields(cls, claims: dict[str, ClaimData]) -> dict[str, ClaimData]:
+        unknown = sorted(set(claims) - set(cls.model_fields))
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not a field of this entity")
+        return claims
+
+
+# --- organizations ---------------------------------------------------------------------------
+
+
+class OrganizationBase(ClaimedBase):
+    name: str = Field(min_length=1)
+    aliases: list[str] = Field(default_factory=list, sa_type=JSONType)
+    hq_country: Country | None = None
+    incorporation_country: Country | None = None
+    parent: Slug | None = Field(default=None, foreign_key="organizations.id", index=True)
+    jurisdiction_tags: list[str] = Field(default_factory=list, sa_type=JSONType)
+    state_affiliated: bool | None = None
+
+
+class Organization(OrganizationBase, Tracked, table=True):
+    __tablename__ = "organizations"
+
+    id: str = Field(primary_key=True)
+
+
+class OrganizationCreate(OrganizationBase, ClaimsMatchFields):
+    id: Slug
+
+
+class OrganizationPublic(OrganizationBase, Tracked):
+    id: str
+
+
+# --- licenses --------------------------------------------------------------------------------
+
+
+class LicenseBase(ClaimedBase):
+    name: str = Field(min_length=1)
+    url: Url | None = None
+    osi_approved: bool | None = None
+    open_weights: bool | None = None
+    commercial_use: CommercialUse | None = Field(default=None, sa_type=String)
+    user_threshold: int | None = Field(default=None, ge=0, sa_type=BigInteger)
+    use_restrictions: list[str] = Field(default_factory=list, sa_type=JSONType)
+    geographic_restrictions: list[str] = Field(default_factory=list, sa_type=JSONType)
+    attribution_required: bool | None = None
+    derivatives_inherit: bool = False
+
+
+class License(LicenseBase, Tracked, table=True):
+    __tablename__ = "licenses"
+
+    id: str = Field(primary_key=True)
+
+
+class LicenseCreate(LicenseBase, ClaimsMatchFields):
+    id: LicenseId
+
+    @field_validator("commercial_use", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: object) -> object:
+        """YAML 1.1 reads a bare ``yes``/``no`` as a boolean; map it back to the enum."""
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return value
+
+
+class LicensePublic(LicenseBase, Tracked):
+    id: str
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+class ModelBase(ClaimedBase):
+    name: str = ""
+    revision: str | None = None
+    developer: Slug | None = Field(default=None, foreign_key="organizations.id", index=True)
+    publisher: Slug | None = Field(default=None, foreign_key="organizations.id", index=True)
+    family: str | None = None
+    parameters_total: int | None = Field(default=None, ge=0, sa_type=BigInteger)
+    parameters_active: int | None = Field(default=None, ge=0, sa_type=BigInteger)
+    context_length: int | None = Field(default=None, ge=1)
+    modalities: list[str] = Field(default_factory=lambda: ["text"], sa_type=JSONType)
+    release_date: date | None = None
+    license: LicenseId | None = Field(default=None, foreign_key="licenses.id", index=True)
+    weights_digest: str | None = None
+    review_status: ReviewStatus = Field(default="under_review", sa_type=String)
+    training_hardware_vendor: str | None = None
+    training_data_origin: str | None = None
+    behavioral_restrictions: list[str] = Field(default_factory=list, sa_type=JSONType)
+
+
+class Model(ModelBase, Tracked, table=True):
+    __tablename__ = "models"
+
+    id: str = Field(primary_key=True)
+
+
+class ModelCreate(ModelBase, ClaimsMatchFields):
+    id: ModelId
+    lineage: list[LineageEdge] = []
+
+    @field_validator("lineage")
+    @classmethod
+    def _no_duplicate_edges(cls, edges: list[LineageEdge]) -> list[LineageEdge]:
+        if len({(e.relation, e.model) for e in edges}) != len(edges):
+            raise ValueError("lists the same parent relation twice")
+        return edges
+
+
+class ModelPublic(ModelBase, Tracked):
+    id: str
+    lineage: list[LineageEdge] = []
+
+
+class ModelRelation(SQLModel, table=True):
+    """A lineage edge, child -> parent; ``position`` keeps the order the model lists them."""
+
+    __tablename__ = "model_relations"
+
+    child: str = Field(foreign_key="models.id", primary_key=True, ondelete="CASCADE")
+    position: int = Field(primary_key=True)
+    parent: str = Field(foreign_key="models.id", index=True)
+    relation: Relation = Field(sa_type=String)
+
+
+# --- deployments -----------------------------------------------------------------------------
+
+
+class DeploymentBase(ClaimedBase):
+    model: ModelId = Field(foreign_key="models.id", index=True)
+    adapter: AdapterKind = Field(default="openai", sa_type=String)
+    endpoint_url: Url | None = None
+    upstream_model: str | None = None
+    secret_ref: EnvVarName | None = None  # NAME of the env var holding the key, never the key
+    operator: Slug | None = Field(default=None, foreign_key="organizations.id", index=True)
+    hosting: Hosting | None = Field(default=None, sa_type=String)
+    location_country: Country | None = None
+    location_region: str | None = None
+    location_eea: bool | None = None
+    hardware_vendor: str | None = None
+    accelerator: str | None = None
+    accelerator_count: int | None = Field(default=None, ge=0)
+    retention_days: int | None = Field(default=None, ge=0)
+    zero_data_retention: bool | None = None
+    trains_on_inputs: bool | None = None
+    priority: int = 100  # lower is tried first
+    weight: int = Field(default=1, ge=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+    enabled: bool = True
+    review_status: ReviewStatus = Field(default="approved", sa_type=String)
+
+
+class Deployment(DeploymentBase, Tracked, table=True):
+    __tablename__ = "deployments"
+
+    id: str = Field(primary_key=True)
+
+
+class DeploymentCreate(DeploymentBase, ClaimsMatchFields):
+    id: Slug
+
+    @field_validator("location_eea")
+    @classmethod
+    def _eea_follows_country(cls, eea: bool | None, info: ValidationInfo) -> bool | None:
+        """Derived from the country when absent; a contradiction is an error, not a guess."""
+        country = info.data.get("location_country")
+        if country is None:
+            return eea
+        in_eea = country in eea_countries()
+        if eea is not None and eea != in_eea:
+            raise ValueError(f"{eea} contradicts location_country {country} (EEA: {in_eea})")
+        return in_eea
+
+
+class DeploymentPublic(DeploymentBase, Tracked):
+    id: str
+
+
+# --- routes ----------------------------------------------------------------------------------
+
+
+class RouteBase(SQLModel):
+    strategy: Strategy = Field(default="priority", sa_type=String)
+    candidates: Candidates = Field(default_factory=list, sa_type=JSONType)
+
+
+class Route(RouteBase, Tracked, table=True):
+    __tablename__ = "routes"
+
+    name: str = Field(primary_key=True)
+
+
+class RouteCreate(RouteBase, Strict):
+    name: RouteName
+
+
+class RoutePublic(RouteBase, Tracked):
+    name: str
+
+
+# --- tenants and API keys --------------------------------------------------------------------
+
+
+class TenantBase(SQLModel):
+    name: str = ""
+    region: str | None = None
+    default_classification: str = "internal"
+    attributes: dict[str, str] = Field(default_factory=dict, sa_type=JSONType)
+
+
+class Tenant(TenantBase, Tracked, table=True):
+    __tablename__ = "tenants"
+
+    id: str = Field(primary_key=True)
+
+
+class TenantCreate(TenantBase, Strict):
+    id: Slug
+
+
+class TenantPublic(TenantBase, Tracked):
+    id: str
+
+
+class ApiKeyBase(SQLModel):
+    tenant: Slug = Field(foreign_key="tenants.id", index=True)
+    scopes: UniqueScopes = Field(min_length=1, sa_type=JSONType)
+    enabled: bool = True
+
+
+class ApiKey(ApiKeyBase, Tracked, table=True):
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True)
+    prefix: str
+    key_hash: str = Field(unique=True)  # sha256 hex of the raw key; never leaves the registry
+
+
+class ApiKeyCreate(ApiKeyBase, Strict):
+    id: Slug
+    # The raw key exists only on its way in: hashed by the service, never stored or echoed.
+    raw_key: SecretStr | None = None
+
+    @field_validator("raw_key")
+    @classmethod
+    def _long_enough(cls, raw_key: SecretStr | None) -> SecretStr | None:
+        """Keys are stored with a fast hash (see ``registry.keys``): short keys are guessable."""
+        if raw_key is not None and len(raw_key.get_secret_value()) < MIN_KEY_LENGTH:
+            raise ValueError(f"must be at least {MIN_KEY_LENGTH} characters")
+        return raw_key
+
+
+class ApiKeyPublic(ApiKeyBase, Tracked):
+    id: str
+    prefix: str
+
+
+# --- policies, audit, state ------------------------------------------------------------------
+
+
+class Policy(SQLModel, table=True):
+    """One saved policy text. Rows are immutable; only ``active`` moves (one row at a time)."""
+
+    __tablename__ = "policies"
+    # At most one active row, enforced by the database itself (a partial unique index).
+    __table_args__ = (
+        Index(
+            "ix_policies_one_active",
+            "active",
+            unique=True,
+            sqlite_where=text("active"),
+            postgresql_where=text("active"),
+        ),
+    )
+
+    version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    name: str
+    format: PolicyFormat = Field(sa_type=String)
+    source: str = Field(sa_type=Text)
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str
+    active: bool = False
+
+
+class RegistryChange(SQLModel, table=True):
+    """Audit of one registry write: who, what, before/after (public shapes: no secrets)."""
+
+    __tablename__ = "registry_changes"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntId)
+    version: int = Field(index=True)
+    at: datetime = Field(default_factory=utcnow)
+    actor: str = Field(index=True)
+    kind: str = Field(index=True)
+    entity_id: str = Field(index=True)
+    op: ChangeOp = Field(sa_type=String)
+    before: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+    after: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+
+
+class RoutingDecision(SQLModel, table=True):
+    """Audit of one routed request: never prompt or completion content."""
+
+    __tablename__ = "routing_decisions"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntId)
+    request_id: str = Field(index=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    tenant_id: str | None = Field(default=None, index=True)
+    key_id: str | None = None
+    requested_model: str | None = None
+    route: str | None = None
+    action: str = "infer"
+    context: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    candidates: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
+    chosen_deployment: str | None = None
+    attempts: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
+    policy_version: int | None = None
+    registry_version: int | None = None
+    status: str = Field(index=True)
+    http_status: int | None = None
+    error_code: str | None = None
+    latency_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class RegistryState(SQLModel, table=True):
+    """The single row holding the global registry version; writers lock it to serialize."""
+
+    __tablename__ = "registry_state"
+
+    id: int = Field(default=1, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    version: int = 0
+
+
+# --- the generic description of every kind ---------------------------------------------------
+
+
+def partial_model(model: type[BaseModel], *, name: str, exclude: set[str]) -> type[BaseModel]:
+    """``model`` with every field optional and no cross-field validators: a PATCH body.
+
+    Generated so the list of fields and their per-field checks exist once (on XCreate); the
+    cross-field rules run when the service validates the merged entity as an XCreate."""
+    fields: dict[str, Any] = {}
+    for field_name, info in model.model_fields.items():
+        if field_name in exclude:
+            continue
+        annotation: Any = info.annotation
+        checks = [m for m in info.metadata if not type(m).__module__.startswith("sqlmodel")]
+        if checks:
+            annotation = Annotated[(annotation, *checks)]
+        fields[field_name] = (annotation | None, FieldInfo(default=None))
+    config = ConfigDict(extra="forbid")
+    return create_model(name, __config__=config, __module__=__name__, **fields)
+
+
+OrganizationUpdate = partial_model(OrganizationCreate, name="OrganizationUpdate", exclude={"id"})
+LicenseUpdate = partial_model(LicenseCreate, name="LicenseUpdate", exclude={"id"})
+ModelUpdate = partial_model(ModelCreate, name="ModelUpdate", exclude={"id"})
+DeploymentUpdate = partial_model(DeploymentCreate, name="DeploymentUpdate", exclude={"id"})
+RouteUpdate = partial_model(RouteCreate, name="RouteUpdate", exclude={"name"})
+TenantUpdate = partial_model(TenantCreate, name="TenantUpdate", exclude={"id"})
+ApiKeyUpdate = partial_model(ApiKeyCreate, name="ApiKeyUpdate", exclude={"id"})
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A field naming other entities; writes naming a missing one are rejected, and an entity
+    still named by one cannot be deleted."""
+
+    field: str
+    targets: tuple[str, ...]  # kinds whose ids the field may name
+    item_key: str | None = None  # the field is a list of mappings: the id is under this key
+
+
+@dataclass(frozen=True, slots=True)
+class KindSpec:
+    kind: str
+    table: type[SQLModel]
+    create: type[SQLModel]
+    update: type[BaseModel]
+    public: type[SQLModel]
+    key: str = "id"
+    references: tuple[Reference, ...] = ()
+    acyclic: str | None = None  # a reference field whose graph must stay free of cycles
+    prepare: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None  # input reshaping
+
+
+_ORG = ("organization",)
+SPECS: Mapping[str, KindSpec] = {
+    spec.kind: spec
+    for spec in (
+        KindSpec(
+            kind="organization",
+            table=Organization,
+            create=OrganizationCreate,
+            update=OrganizationUpdate,
+            public=OrganizationPublic,
+            references=(Reference("parent", _ORG),),
+            acyclic="parent",
+        ),
+        KindSpec(
+            kind="license",
+            table=License,
+            create=LicenseCreate,
+            update=LicenseUpdate,
+            public=LicensePublic,
+        ),
+        KindSpec(
+            kind="model",
+            table=Model,
+            create=ModelCreate,
+            update=ModelUpdate,
+            public=ModelPublic,
+            references=(
+                Reference("developer", _ORG),
+                Reference("publisher", _ORG),
+                Reference("license", ("license",)),
+                Reference("lineage", ("model",), item_key="model"),
+            ),
+            acyclic="lineage",
+        ),
+        KindSpec(
+            kind="deployment",
+            table=Deployment,
+            create=DeploymentCreate,
+            update=DeploymentUpdate,
+            public=DeploymentPublic,
+            references=(Reference("model", ("model",)), Reference("operator", _ORG)),
+            prepare=flatten_deployment,
+        ),
+        KindSpec(
+            kind="route",
+            table=Route,
+            create=RouteCreate,
+            update=RouteUpdate,
+            public=RoutePublic,
+            key="name",
+            references=(Reference("candidates", ("deployment", "model")),),
+        ),
+        KindSpec(
+            kind="tenant",
+            table=Tenant,
+            create=TenantCreate,
+            update=TenantUpdate,
+            public=TenantPublic,
+        ),
+        KindSpec(
+            kind="api_key",
+            table=ApiKey,
+            create=ApiKeyCreate,
+            update=ApiKeyUpdate,
+            public=ApiKeyPublic,
+            references=(Reference("tenant", ("tenant",)),),
+        ),
+    )
+}

@@ -1,0 +1,398 @@
+"""Registry reads (public dicts, the change log, the snapshot) and the routing decision log.
+
+Import these through :mod:`registry.service` (the one public API of the registry); they live
+here to keep the write path readable. Functions take a SQLAlchemy ``Session`` and talk to its
+``Connection`` with Core statements, which behaves the same whether the caller holds a plain
+SQLAlchemy or a SQLModel session.
+
+Public dicts use the flat field names of ``docs/registry-format.md``; JSON columns come back as
+lists/maps, dates and timestamps as ISO strings. They never carry a secret (no key hash).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any, cast
+
+from pydantic_core import to_jsonable_python
+from sqlalchemy import Connection, Engine, RowMapping, Table, func, insert, select
+from sqlalchemy.orm import Session
+
+from registry.models import (
+    SPECS,
+    KindSpec,
+    ModelRelation,
+    Policy,
+    RegistryChange,
+    RegistryState,
+    RoutingDecision,
+)
+from registry.snapshot import (
+    Claim,
+    DeploymentSnap,
+    KeySnap,
+    LicenseSnap,
+    Lineage,
+    ModelSnap,
+    OrgSnap,
+    PolicySnap,
+    RegistrySnapshot,
+    RouteSnap,
+    TenantSnap,
+)
+
+TRACKED = ("version", "created_at", "updated_at")
+SNAPSHOT_ATTEMPTS = 5
+
+
+def table(model: Any) -> Table:
+    """The Core table of a SQLModel table class."""
+    return cast(Table, model.__table__)
+
+
+def jsonable(value: Any) -> Any:
+    return to_jsonable_python(value)
+
+
+def fetch_row(db: Connection, spec: KindSpec, key: str) -> RowMapping | None:
+    t = table(spec.table)
+    return db.execute(select(t).where(t.c[spec.key] == key)).mappings().first()
+
+
+def lineage_of(db: Connection, child: str | None = None) -> dict[str, list[dict[str, str]]]:
+    """Lineage edges as ``{child: [{relation, model}, ...]}`` in the order the model lists them;
+    all children, or only ``child``."""
+    t = table(ModelRelation)
+    query = select(t).order_by(t.c.child, t.c.position)
+    if child is not None:
+        query = query.where(t.c.child == child)
+    edges: dict[str, list[dict[str, str]]] = {}
+    for row in db.execute(query).mappings():
+        edges.setdefault(row["child"], []).append(
+            {"relation": row["relation"], "model": row["parent"]}
+        )
+    return edges
+
+
+def public_of(
+    spec: KindSpec, row: RowMapping, lineage: Mapping[str, list[dict[str, str]]]
+) -> dict[str, Any]:
+    """The public shape of one stored entity: key first, bookkeeping last, no secrets."""
+    fields = [f for f in spec.public.model_fields if f not in (spec.key, *TRACKED)]
+    public = {spec.key: row[spec.key]}
+    for name in fields:
+        public[name] = lineage.get(row[spec.key], []) if name == "lineage" else jsonable(row[name])
+    for name in TRACKED:
+        public[name] = jsonable(row[name])
+    return public
+
+
+def read_public(db: Connection, spec: KindSpec, key: str) -> dict[str, Any] | None:
+    row = fetch_row(db, spec, key)
+    if row is None:
+        return None
+    lineage = lineage_of(db, key) if spec.kind == "model" else {}
+    return public_of(spec, row, lineage)
+
+
+def read_all(*, session: Session, kind: str) -> list[dict[str, Any]]:
+    """Every entity of ``kind`` in key order."""
+    spec = SPECS[kind]
+    db = session.connection()
+    t = table(spec.table)
+    lineage = lineage_of(db) if kind == "model" else {}
+    rows = db.execute(select(t).order_by(t.c[spec.key])).mappings()
+    return [public_of(spec, row, lineage) for row in rows]
+
+
+def registry_version(*, session: Session) -> int:
+    return _version(session.connection())
+
+
+def _version(db: Connection) -> int:
+    t = table(RegistryState)
+    return int(db.execute(select(t.c.version).where(t.c.id == 1)).scalar_one())
+
+
+def find_key(*, session: Session, key_hash: str) -> dict[str, Any] | None:
+    """The API key with this hash (public shape), or None. For low-traffic callers (admin API);
+    the gateway's hot path uses the snapshot's ``keys_by_hash``."""
+    t = table(SPECS["api_key"].table)
+    row = session.connection().execute(select(t).where(t.c.key_hash == key_hash)).mappings().first()
+    return None if row is None else public_of(SPECS["api_key"], row, {})
+
+
+def list_changes(
+    *,
+    session: Session,
+    kind: str | None = None,
+    entity_id: str | None = None,
+    actor: str | None = None,
+    since_version: int | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Registry changes, newest first; ``since_version`` keeps those with a greater version."""
+    t = table(RegistryChange)
+    query = select(t).order_by(t.c.id.desc()).limit(limit)
+    filters = {t.c.kind: kind, t.c.entity_id: entity_id, t.c.actor: actor}
+    for column, value in filters.items():
+        if value is not None:
+            query = query.where(column == value)
+    if since_version is not None:
+        query = query.where(t.c.version > since_version)
+    return [_plain(row) for row in session.connection().execute(query).mappings()]
+
+
+def list_decisions(
+    *,
+    session: Session,
+    tenant_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    status: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Routing decisions, newest first; ``since`` inclusive, ``until`` exclusive."""
+    t = table(RoutingDecision)
+    query = select(t).order_by(t.c.id.desc()).limit(limit)
+    if tenant_id is not None:
+        query = query.where(t.c.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(t.c.status == status)
+    if since is not None:
+        query = query.where(t.c.created_at >= _utc(since))
+    if until is not None:
+        query = query.where(t.c.created_at < _utc(until))
+    return [_plain(row) for row in session.connection().execute(query).mappings()]
+
+
+def _utc(moment: datetime) -> datetime:
+    """Timestamps are stored in UTC; a time without a zone is taken to be UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def read_policy(db: Connection, version: int) -> dict[str, Any] | None:
+    t = table(Policy)
+    row = db.execute(select(t).where(t.c.version == version)).mappings().first()
+    return None if row is None else _plain(row)
+
+
+def list_policies(*, session: Session) -> list[dict[str, Any]]:
+    """Every saved policy version, newest first, with its source."""
+    t = table(Policy)
+    rows = session.connection().execute(select(t).order_by(t.c.version.desc())).mappings()
+    return [_plain(row) for row in rows]
+
+
+def next_policy_version(db: Connection) -> int:
+    t = table(Policy)
+    return int(db.execute(select(func.coalesce(func.max(t.c.version), 0))).scalar_one()) + 1
+
+
+def _plain(row: RowMapping) -> dict[str, Any]:
+    return {name: jsonable(value) for name, value in row.items()}
+
+
+# --- routing decisions (the audit writer's batches) -------------------------------------
+
+_DECISION_COLUMNS = frozenset(table(RoutingDecision).columns.keys()) - {"id"}
+_DECISION_REQUIRED = frozenset({"request_id", "status"})
+_DECISION_JSON = frozenset({"context", "candidates", "attempts"})
+
+
+def insert_decisions(*, engine: Engine, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Store a batch of routing decisions with one bulk INSERT (the audit writer's flush).
+
+    Unknown keys are refused so nothing but the declared fields (never prompt or completion
+    text) can reach the audit table."""
+    if not rows:
+        return
+    values = [_decision(row) for row in rows]
+    with engine.begin() as connection:
+        connection.execute(insert(table(RoutingDecision)), values)
+
+
+def _decision(row: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(row) - _DECISION_COLUMNS
+    if unknown:
+        raise ValueError(f"routing decision: unknown fields {sorted(unknown)}")
+    missing = _DECISION_REQUIRED - set(row)
+    if missing:
+        raise ValueError(f"routing decision: missing fields {sorted(missing)}")
+    # executemany needs the same keys in every row: fill in every default.
+    values = {
+        name: field.get_default(call_default_factory=True)
+        for name, field in RoutingDecision.model_fields.items()
+        if name in _DECISION_COLUMNS and name not in _DECISION_REQUIRED
+    }
+    for name, value in row.items():
+        values[name] = jsonable(value) if name in _DECISION_JSON else value
+    return values
+
+
+# --- snapshot --------------------------------------------------------------------------------
+
+
+def load_snapshot(*, session: Session) -> RegistrySnapshot:
+    """Everything the router needs, at one registry version.
+
+    Every registry write bumps the version in the same transaction as its data, so a load
+    whose version reads the same before and after saw one consistent state (even under
+    PostgreSQL's READ COMMITTED); otherwise it retries."""
+    for _ in range(SNAPSHOT_ATTEMPTS):
+        db = session.connection()
+        before = _version(db)
+        snapshot = _build_snapshot(db, before)
+        if _version(db) == before:
+            return snapshot
+        session.rollback()
+    raise RuntimeError("the registry kept changing while loading a snapshot")
+
+
+def _build_snapshot(db: Connection, version: int) -> RegistrySnapshot:
+    rows = {kind: _all_rows(db, spec) for kind, spec in SPECS.items()}
+    lineage = lineage_of(db)
+    return RegistrySnapshot(
+        version=version,
+        orgs={r["id"]: _org(r) for r in rows["organization"]},
+        licenses={r["id"]: _license(r) for r in rows["license"]},
+        models={r["id"]: _model(r, lineage.get(r["id"], [])) for r in rows["model"]},
+        deployments={r["id"]: _deployment(r) for r in rows["deployment"]},
+        routes={r["name"]: _route(r) for r in rows["route"]},
+        tenants={r["id"]: _tenant(r) for r in rows["tenant"]},
+        keys_by_hash={r["key_hash"]: _key(r) for r in rows["api_key"]},
+        policy=_active_policy(db),
+    )
+
+
+def _all_rows(db: Connection, spec: KindSpec) -> list[RowMapping]:
+    t = table(spec.table)
+    return list(db.execute(select(t).order_by(t.c[spec.key])).mappings())
+
+
+def _claim(data: Mapping[str, Any] | None) -> Claim:
+    data = data or {}
+    retrieved = data.get("retrieved_at")
+    return Claim(
+        source=data.get("source"),
+        retrieved_at=date.fromisoformat(retrieved) if retrieved else None,
+        confidence=data.get("confidence", "unknown"),
+    )
+
+
+def _claimed(row: RowMapping) -> dict[str, Any]:
+    claims = row["claims"] or {}
+    return {"claim": _claim(row["claim"]), "claims": {k: _claim(v) for k, v in claims.items()}}
+
+
+def _org(row: RowMapping) -> OrgSnap:
+    return OrgSnap(
+        id=row["id"],
+        name=row["name"],
+        hq_country=row["hq_country"],
+        incorporation_country=row["incorporation_country"],
+        parent_id=row["parent"],
+        jurisdiction_tags=frozenset(row["jurisdiction_tags"]),
+        state_affiliated=row["state_affiliated"],
+        **_claimed(row),
+    )
+
+
+def _license(row: RowMapping) -> LicenseSnap:
+    return LicenseSnap(
+        id=row["id"],
+        name=row["name"],
+        url=row["url"],
+        osi_approved=row["osi_approved"],
+        open_weights=row["open_weights"],
+        commercial_use=row["commercial_use"],
+        user_threshold=row["user_threshold"],
+        use_restrictions=frozenset(row["use_restrictions"]),
+        geographic_restrictions=frozenset(row["geographic_restrictions"]),
+        attribution_required=row["attribution_required"],
+        derivatives_inherit=row["derivatives_inherit"],
+        **_claimed(row),
+    )
+
+
+def _model(row: RowMapping, edges: Iterable[Mapping[str, str]]) -> ModelSnap:
+    return ModelSnap(
+        id=row["id"],
+        name=row["name"],
+        developer_id=row["developer"],
+        publisher_id=row["publisher"],
+        family=row["family"],
+        license_id=row["license"],
+        review_status=row["review_status"],
+        training_hardware_vendor=row["training_hardware_vendor"],
+        training_data_origin=row["training_data_origin"],
+        parents=tuple(Lineage(e["relation"], e["model"]) for e in edges),  # type: ignore[arg-type]
+        **_claimed(row),
+    )
+
+
+_DEPLOYMENT_COPIED = (
+    "id",
+    "adapter",
+    "endpoint_url",
+    "upstream_model",
+    "secret_ref",
+    "hosting",
+    "location_country",
+    "location_region",
+    "location_eea",
+    "hardware_vendor",
+    "accelerator",
+    "accelerator_count",
+    "retention_days",
+    "zero_data_retention",
+    "trains_on_inputs",
+    "priority",
+    "weight",
+    "timeout_s",
+    "enabled",
+    "review_status",
+)
+
+
+def _deployment(row: RowMapping) -> DeploymentSnap:
+    copied = {name: row[name] for name in _DEPLOYMENT_COPIED}
+    return DeploymentSnap(
+        model_id=row["model"], operator_id=row["operator"], **copied, **_claimed(row)
+    )
+
+
+def _route(row: RowMapping) -> RouteSnap:
+    return RouteSnap(
+        name=row["name"], strategy=row["strategy"], candidates=tuple(row["candidates"])
+    )
+
+
+def _tenant(row: RowMapping) -> TenantSnap:
+    return TenantSnap(
+        id=row["id"],
+        name=row["name"],
+        region=row["region"],
+        default_classification=row["default_classification"],
+        attributes=dict(row["attributes"]),
+    )
+
+
+def _key(row: RowMapping) -> KeySnap:
+    return KeySnap(
+        id=row["id"],
+        tenant_id=row["tenant"],
+        scopes=frozenset(row["scopes"]),
+        enabled=row["enabled"],
+    )
+
+
+def _active_policy(db: Connection) -> PolicySnap | None:
+    t = table(Policy)
+    row = db.execute(select(t).where(t.c.active.is_(True))).mappings().first()
+    if row is None:
+        return None
+    return PolicySnap(
+        version=row["version"], name=row["name"], format=row["format"], source=row["source"]
+    )

@@ -1,0 +1,538 @@
+"""The registry's service API: validated, atomic, versioned, audited writes, plus reads.
+
+Used by the admin API and by ``provenance-router apply``; knows nothing about HTTP.
+
+    RegistryError              .message
+    ├── ValidationFailed       bad input (.field names it, or None); nothing changed
+    ├── NotFoundError          no entity with that id
+    └── ConflictError          stale expected version, duplicate id, concurrent write
+
+How a write is kept safe:
+
+- ``write_transaction`` is one database transaction. It first takes the registry write lock
+  (``SELECT ... FOR UPDATE`` on the ``registry_state`` row on PostgreSQL; ``BEGIN IMMEDIATE``
+  on SQLite), so writers queue instead of interleaving, and every check below sees the state
+  the write will land on.
+- Each operation validates completely (field checks, references, lineage cycles) *before* it
+  touches a row, so a rejected operation leaves the transaction as it was.
+- At the first real change the registry version is bumped once (``UPDATE registry_state SET
+  version = version + 1``); every row written carries that version and every change writes a
+  ``RegistryChange`` row (before/after in public shape: no secrets). Nothing changed: no bump.
+- Updates and deletes are compare-and-set (``... WHERE id = :id AND version = :expected``):
+  a stale version is a ``ConflictError`` (HTTP 409), never a lost update.
+- Policy saves and activations bump the registry version too: replicas reload their snapshot
+  (which holds the active policy) when that version moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import JSON, Connection, Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from registry import reads
+from registry.db import write_connection
+from registry.keys import generate_key, hash_key, key_prefix
+from registry.lineage import find_cycle
+from registry.models import (
+    SPECS,
+    KindSpec,
+    ModelRelation,
+    Policy,
+    Reference,
+    RegistryChange,
+    RegistryState,
+    utcnow,
+)
+from registry.reads import (
+    find_key,
+    insert_decisions,
+    list_changes,
+    list_decisions,
+    list_policies,
+    load_snapshot,
+    read_all,
+    registry_version,
+)
+
+__all__ = [
+    "KINDS",
+    "ConflictError",
+    "NotFoundError",
+    "RegistryError",
+    "ValidationFailed",
+    "Writer",
+    "find_key",
+    "get_policy",
+    "insert_decisions",
+    "list_changes",
+    "list_decisions",
+    "list_policies",
+    "load_snapshot",
+    "read_all",
+    "read_one",
+    "registry_version",
+    "write_transaction",
+]
+
+KINDS: tuple[str, ...] = tuple(SPECS)
+POLICY_FORMATS = ("yaml", "cedar")
+
+
+class RegistryError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ValidationFailed(RegistryError):
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NotFoundError(RegistryError):
+    pass
+
+
+class ConflictError(RegistryError):
+    pass
+
+
+# --- reads -----------------------------------------------------------------------------------
+
+
+def read_one(*, session: Session, kind: str, id: str) -> dict[str, Any]:
+    """One entity in public shape; ``NotFoundError`` when absent."""
+    spec = _spec(kind)
+    found = reads.read_public(session.connection(), spec, id)
+    if found is None:
+        raise NotFoundError(f"{kind} {id!r} not found")
+    return found
+
+
+def get_policy(*, session: Session, version: int) -> dict[str, Any]:
+    """One saved policy version with its source; ``NotFoundError`` when absent."""
+    found = reads.read_policy(session.connection(), version)
+    if found is None:
+        raise NotFoundError(f"policy version {version} not found")
+    return found
+
+
+# --- the write transaction -------------------------------------------------------------------
+
+
+@contextmanager
+def write_transaction(*, engine: Engine, actor: str) -> Iterator[Writer]:
+    """One atomic, serialized registry write; see the module docstring."""
+    if not actor:
+        raise ValidationFailed("actor: must name who writes", field="actor")
+    try:
+        with write_connection(engine) as connection:
+            _lock_registry(connection)
+            yield Writer(connection=connection, actor=actor)
+    except IntegrityError as exc:  # a backstop: the checks above should have caught it
+        # The driver's text may quote stored values (a key hash): keep it out of the message.
+        raise ConflictError("the write conflicts with stored data (a constraint failed)") from exc
+
+
+def _lock_registry(db: Connection) -> None:
+    state = reads.table(RegistryState)
+    db.execute(select(state.c.version).where(state.c.id == 1).with_for_update()).scalar_one()
+
+
+class Writer:
+    """The operations of one write transaction. Every method is all-or-nothing."""
+
+    def __init__(self, *, connection: Connection, actor: str) -> None:
+        self._db = connection
+        self._actor = actor
+        self._version: int | None = None
+
+    @property
+    def version(self) -> int | None:
+        """The registry version this transaction writes, or None while nothing changed."""
+        return self._version
+
+    def create(self, kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Create one entity; returns its public dict (with its ``version``)."""
+        spec = _spec(kind)
+        entity = _validate(spec.create, _prepare(spec, data))
+        key = getattr(entity, spec.key)
+        if reads.fetch_row(self._db, spec, key) is not None:
+            raise ConflictError(f"{kind} {key!r} already exists")
+        if kind == "api_key" and entity.raw_key is None:
+            raise ValidationFailed("raw_key: required (use create_api_key)", field="raw_key")
+        state = _state(spec, entity)
+        self._check_links(spec, key, state, changed=set(state))
+        version = self._bump()
+        now = utcnow()
+        columns = _columns(spec, state)
+        self._db.execute(
+            insert(reads.table(spec.table)).values(
+                {spec.key: key, **columns, "version": version, "created_at": now, "updated_at": now}
+            )
+        )
+        self._write_lineage(spec, key, state)
+        return self._record(spec, key, "create", before=None)
+
+    def update(
+        self,
+        kind: str,
+        id: str,
+        changes: Mapping[str, Any],
+        *,
+        expected_version: int | None,
+    ) -> dict[str, Any]:
+        """Change some fields; compare-and-set on ``expected_version`` (None: no check).
+
+        An update that changes no value is a no-op: no version bump, no change row."""
+        spec = _spec(kind)
+        patch_input = _prepare(spec, changes)
+        if patch_input.pop(spec.key, id) != id:
+            raise ValidationFailed(f"{spec.key}: cannot be changed", field=spec.key)
+        patch = _validate(spec.update, patch_input).model_dump(exclude_unset=True)
+        row = self._current(spec, id, expected_version)
+        current = _stored_state(self._db, spec, row)
+        merged = {spec.key: id, **_as_input(spec, current), **patch}
+        _rederive(spec, merged, patch)
+        state = _state(spec, _validate(spec.create, merged))
+        changed = {name for name, value in state.items() if not _same(value, current.get(name))}
+        if not changed:
+            return reads.public_of(spec, row, {id: current.get("lineage", [])})
+        self._check_links(spec, id, state, changed=changed)
+        before = reads.read_public(self._db, spec, id)
+        self._compare_and_set(spec, id, expected_version, _columns(spec, state, only=changed))
+        if "lineage" in changed:
+            self._write_lineage(spec, id, state)
+        return self._record(spec, id, "update", before=before)
+
+    def delete(self, kind: str, id: str, *, expected_version: int | None) -> None:
+        """Delete one entity; refused (ValidationFailed) while anything references it."""
+        spec = _spec(kind)
+        self._current(spec, id, expected_version)
+        referrers = self._referrers(spec.kind, id)
+        if referrers:
+            raise ValidationFailed(f"{kind} {id!r} is still referenced by {', '.join(referrers)}")
+        before = reads.read_public(self._db, spec, id)
+        version = self._bump()
+        if kind == "model":
+            relations = reads.table(ModelRelation)
+            self._db.execute(delete(relations).where(relations.c.child == id))
+        t = reads.table(spec.table)
+        query = delete(t).where(t.c[spec.key] == id)
+        if expected_version is not None:
+            query = query.where(t.c.version == expected_version)
+        if self._db.execute(query).rowcount != 1:
+            raise ConflictError(f"{kind} {id!r} changed concurrently")
+        self._log(kind, id, "delete", before=before, after=None, version=version)
+
+    def create_api_key(
+        self, *, id: str, tenant: str, scopes: list[str], raw_key: str | None = None
+    ) -> tuple[dict[str, Any], str]:
+        """Create a key; returns (public dict, raw key). The raw key is shown only here."""
+        raw = raw_key if raw_key is not None else generate_key()
+        public = self.create(
+            "api_key", {"id": id, "tenant": tenant, "scopes": scopes, "raw_key": raw}
+        )
+        return public, raw
+
+    def save_policy(self, *, name: str, format: str, source: str, activate: bool) -> dict[str, Any]:
+        """Store a new, immutable policy version (the caller has validated ``source``)."""
+        _check_policy_input(name=name, format=format, source=source)
+        self._bump()
+        version = reads.next_policy_version(self._db)
+        row = {"version": version, "name": name, "format": format, "source": source}
+        self._db.execute(
+            insert(reads.table(Policy)).values(
+                **row, created_at=utcnow(), created_by=self._actor, active=False
+            )
+        )
+        self._log("policy", str(version), "create", before=None, after=_policy_summary(row))
+        if activate:
+            self.activate_policy(version=version)
+        return _found(reads.read_policy(self._db, version))
+
+    def activate_policy(self, *, version: int) -> dict[str, Any]:
+        """Make ``version`` the one active policy (a no-op when it already is)."""
+        target = reads.read_policy(self._db, version)
+        if target is None:
+            raise NotFoundError(f"policy version {version} not found")
+        if target["active"]:
+            return target
+        self._bump()
+        policies = reads.table(Policy)
+        self._db.execute(update(policies).where(policies.c.active.is_(True)).values(active=False))
+        self._db.execute(update(policies).where(policies.c.version == version).values(active=True))
+        before = _policy_summary(target)
+        self._log("policy", str(version), "update", before=before, after={**before, "active": True})
+        return _found(reads.read_policy(self._db, version))
+
+    # --- steps -------------------------------------------------------------------------------
+
+    def _bump(self) -> int:
+        """The version of this transaction; bumps the global version at the first change."""
+        if self._version is None:
+            state = reads.table(RegistryState)
+            query = (
+                update(state)
+                .where(state.c.id == 1)
+                .values(version=state.c.version + 1)
+                .returning(state.c.version)
+            )
+            self._version = int(self._db.execute(query).scalar_one())
+        return self._version
+
+    def _current(self, spec: KindSpec, id: str, expected_version: int | None) -> Any:
+        row = reads.fetch_row(self._db, spec, id)
+        if row is None:
+            raise NotFoundError(f"{spec.kind} {id!r} not found")
+        if expected_version is not None and row["version"] != expected_version:
+            raise ConflictError(
+                f"{spec.kind} {id!r} is at version {row['version']}, not {expected_version}:"
+                " it was changed since you read it; reload and retry"
+            )
+        return row
+
+    def _compare_and_set(
+        self, spec: KindSpec, id: str, expected: int | None, columns: Mapping[str, Any]
+    ) -> None:
+        version = self._bump()
+        t = reads.table(spec.table)
+        query = update(t).where(t.c[spec.key] == id)
+        if expected is not None:
+            query = query.where(t.c.version == expected)
+        values = {**columns, "version": version, "updated_at": utcnow()}
+        if self._db.execute(query.values(values)).rowcount != 1:
+            raise ConflictError(f"{spec.kind} {id!r} changed concurrently; reload and retry")
+
+    def _write_lineage(self, spec: KindSpec, id: str, state: Mapping[str, Any]) -> None:
+        if spec.kind != "model":
+            return
+        relations = reads.table(ModelRelation)
+        self._db.execute(delete(relations).where(relations.c.child == id))
+        edges = [
+            {"child": id, "position": i, "parent": e["model"], "relation": e["relation"]}
+            for i, e in enumerate(state["lineage"])
+        ]
+        if edges:
+            self._db.execute(insert(relations), edges)
+
+    def _record(
+        self, spec: KindSpec, id: str, op: str, *, before: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        after = _found(reads.read_public(self._db, spec, id))
+        self._log(spec.kind, id, op, before=before, after=after, version=self._bump())
+        return after
+
+    def _log(
+        self,
+        kind: str,
+        id: str,
+        op: str,
+        *,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+        version: int | None = None,
+    ) -> None:
+        change = {
+            "version": version if version is not None else self._bump(),
+            "at": utcnow(),
+            "actor": self._actor,
+            "kind": kind,
+            "entity_id": id,
+            "op": op,
+            "before": reads.jsonable(before),
+            "after": reads.jsonable(after),
+        }
+        self._db.execute(insert(reads.table(RegistryChange)).values(change))
+
+    # --- references and lineage --------------------------------------------------------------
+
+    def _check_links(
+        self, spec: KindSpec, id: str, state: Mapping[str, Any], *, changed: set[str]
+    ) -> None:
+        """Reject cycles, references to entities that do not exist, and reused API keys."""
+        if "key_hash" in changed:
+            self._check_new_key(state["key_hash"])
+        if spec.acyclic in changed and state.get(spec.acyclic):
+            self._check_acyclic(spec, id, state)
+        for ref in spec.references:
+            if ref.field not in changed:
+                continue
+            for target in _ids(state.get(ref.field), ref):
+                if not any(reads.fetch_row(self._db, SPECS[k], target) for k in ref.targets):
+                    names = " or ".join(ref.targets)
+                    raise ValidationFailed(f"{ref.field}: no {names} {target!r}", field=ref.field)
+
+    def _check_new_key(self, key_hash: str) -> None:
+        keys = reads.table(SPECS["api_key"].table)
+        if self._db.execute(select(keys.c.id).where(keys.c.key_hash == key_hash)).first():
+            raise ValidationFailed("raw_key: this key is already registered", field="raw_key")
+
+    def _check_acyclic(self, spec: KindSpec, id: str, state: Mapping[str, Any]) -> None:
+        field = spec.acyclic
+        assert field is not None
+        ref = next(r for r in spec.references if r.field == field)
+        graph = {
+            key: tuple(_ids(value, ref)) for key, value in self._field_values(spec, field).items()
+        }
+        graph[id] = tuple(_ids(state.get(field), ref))
+        cycle = find_cycle(graph)
+        if cycle:
+            path = " -> ".join(_starting_at(cycle, id))
+            raise ValidationFailed(f"{field}: would form a cycle {path}", field=field)
+
+    def _field_values(self, spec: KindSpec, field: str) -> dict[str, Any]:
+        """``{key: value of field}`` for every entity of ``spec``'s kind."""
+        if field == "lineage":
+            return dict(reads.lineage_of(self._db))
+        t = reads.table(spec.table)
+        rows = self._db.execute(select(t.c[spec.key], t.c[field]))
+        return {key: value for key, value in rows}
+
+    def _referrers(self, kind: str, id: str) -> list[str]:
+        """Which entities name ``kind`` ``id`` (as ``"model 'a/b' (developer)"``)."""
+        found: list[str] = []
+        for spec in SPECS.values():
+            for ref in spec.references:
+                if kind not in ref.targets:
+                    continue
+                for key, value in self._field_values(spec, ref.field).items():
+                    if id in _ids(value, ref) and not (spec.kind == kind and key == id):
+                        found.append(f"{spec.kind} {key!r} ({ref.field})")
+        return found
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _spec(kind: str) -> KindSpec:
+    spec = SPECS.get(kind)
+    if spec is None:
+        raise ValidationFailed(f"kind: {kind!r} is not one of {', '.join(SPECS)}", field="kind")
+    return spec
+
+
+def _prepare(spec: KindSpec, data: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ValidationFailed(f"{spec.kind}: expected a mapping of fields")
+    if spec.prepare is None:
+        return dict(data)
+    try:
+        return spec.prepare(data)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc)) from exc
+
+
+def _validate(model: type[BaseModel], data: Mapping[str, Any]) -> Any:
+    """``model`` validated from ``data``; the first error becomes ``ValidationFailed``."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in error["loc"]) or None
+        message = error["msg"].removeprefix("Value error, ")
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ValidationFailed(f"{field or 'input'}: {message}{more}", field=field) from exc
+
+
+def _state(spec: KindSpec, entity: BaseModel) -> dict[str, Any]:
+    """What a validated entity stores: column values (and lineage), JSON columns JSON-ready.
+
+    An API key's raw key becomes its hash and display prefix here and goes no further."""
+    dumped = entity.model_dump(exclude={spec.key})
+    raw = dumped.pop("raw_key", None)
+    plain = _plain_columns(spec)
+    state = {
+        name: value if name in plain else reads.jsonable(value) for name, value in dumped.items()
+    }
+    if raw is not None:
+        secret = raw.get_secret_value()
+        state.update(key_hash=hash_key(secret), prefix=key_prefix(secret))
+    return state
+
+
+def _plain_columns(spec: KindSpec) -> set[str]:
+    """Columns that take Python values as they are (dates stay dates); JSON ones need JSON."""
+    columns = reads.table(spec.table).columns
+    return {c.key for c in columns if not isinstance(c.type, JSON)}
+
+
+def _stored_state(db: Connection, spec: KindSpec, row: Mapping[str, Any]) -> dict[str, Any]:
+    columns = reads.table(spec.table).columns.keys()
+    skip = {spec.key, *reads.TRACKED}
+    state = {name: row[name] for name in columns if name not in skip}
+    if spec.kind == "model":
+        state["lineage"] = reads.lineage_of(db, row[spec.key]).get(row[spec.key], [])
+    return state
+
+
+def _as_input(spec: KindSpec, state: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored state as XCreate input (derived secret columns left out)."""
+    accepted = spec.create.model_fields
+    return {name: value for name, value in state.items() if name in accepted}
+
+
+def _rederive(spec: KindSpec, merged: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    """Moving a deployment to another country re-derives its EEA flag unless the patch sets it."""
+    if spec.kind == "deployment" and "location_country" in patch and "location_eea" not in patch:
+        merged["location_eea"] = None
+
+
+def _columns(
+    spec: KindSpec, state: Mapping[str, Any], *, only: set[str] | None = None
+) -> dict[str, Any]:
+    columns = set(reads.table(spec.table).columns.keys())
+    return {k: v for k, v in state.items() if k in columns and (only is None or k in only)}
+
+
+def _same(new: Any, old: Any) -> bool:
+    return bool(reads.jsonable(new) == reads.jsonable(old))
+
+
+def _ids(value: Any, ref: Reference) -> list[str]:
+    """The entity ids a reference field's value names."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if ref.item_key is not None:
+        return [item[ref.item_key] for item in value]
+    return list(value)
+
+
+def _starting_at(cycle: tuple[str, ...], start: str) -> tuple[str, ...]:
+    """The cycle ``b -> a -> c -> b`` told from the entity being written: ``a -> c -> b -> a``."""
+    nodes = cycle[:-1]
+    if start not in nodes:
+        return cycle
+    at = nodes.index(start)
+    turned = nodes[at:] + nodes[:at]
+    return (*turned, start)
+
+
+def _found(value: dict[str, Any] | None) -> dict[str, Any]:
+    assert value is not None, "a row written in this transaction must be readable"
+    return value
+
+
+def _check_policy_input(*, name: str, format: str, source: str) -> None:
+    if not name.strip():
+        raise ValidationFailed("name: must not be empty", field="name")
+    if format not in POLICY_FORMATS:
+        raise ValidationFailed(f"format: {format!r} is not one of yaml, cedar", field="format")
+    if not source.strip():
+        raise ValidationFailed("source: must not be empty", field="source")
+
+
+def _policy_summary(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A policy in the change log: which version, name and format (the text stays in its row)."""
+    return {k: row[k] for k in ("version", "name", "format") if k in row} | {
+        "active": bool(row.get("active", False))
+    }

@@ -1,0 +1,174 @@
+"""Immutable, in-memory view of the registry at one version.
+
+The router and the policy core read only this: never a database session per request. A snapshot
+is built by ``registry.service.load_snapshot`` and replaced whole when the registry version moves.
+
+Every provenance fact may carry a claim; ``confidence(field)`` gives the confidence of one fact.
+A fact whose value is ``None`` is ``unknown`` whatever its claim says (fail closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+Confidence = Literal["verified", "reported", "unknown"]
+ReviewStatus = Literal["approved", "under_review", "blocked"]
+Hosting = Literal["on_prem", "private_cloud", "cloud_tenant", "third_party_api"]
+AdapterKind = Literal["openai", "litellm", "local"]
+Strategy = Literal["priority", "weighted", "least-latency"]
+Scope = Literal["inference", "admin", "compliance"]
+
+CONFIDENCE_ORDER: Mapping[str, int] = {"unknown": 0, "reported": 1, "verified": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Where a fact comes from and how sure we are of it."""
+
+    source: str | None = None
+    retrieved_at: date | None = None
+    confidence: Confidence = "unknown"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claimed:
+    """Mixin data: a default claim for the entity plus per-field overrides."""
+
+    claim: Claim = Claim()
+    claims: Mapping[str, Claim] = field(default_factory=dict)
+
+    def confidence(self, fact: str) -> Confidence:
+        """Confidence of one fact; ``unknown`` when the fact has no value."""
+        if getattr(self, fact, None) is None:
+            return "unknown"
+        return self.claims.get(fact, self.claim).confidence
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrgSnap(Claimed):
+    id: str
+    name: str
+    hq_country: str | None = None
+    incorporation_country: str | None = None
+    parent_id: str | None = None
+    jurisdiction_tags: frozenset[str] = frozenset()
+    state_affiliated: bool | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LicenseSnap(Claimed):
+    id: str  # SPDX id or LicenseRef-*
+    name: str
+    url: str | None = None
+    osi_approved: bool | None = None
+    open_weights: bool | None = None
+    commercial_use: Literal["yes", "no", "conditional"] | None = None
+    user_threshold: int | None = None
+    use_restrictions: frozenset[str] = frozenset()
+    geographic_restrictions: frozenset[str] = frozenset()
+    attribution_required: bool | None = None
+    derivatives_inherit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    relation: Literal[
+        "finetune_of",
+        "adapter_of",
+        "merge_of",
+        "quantized_from",
+        "distilled_from",
+        "continued_pretrain_of",
+    ]
+    parent_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSnap(Claimed):
+    id: str  # org/name
+    name: str = ""
+    developer_id: str | None = None
+    publisher_id: str | None = None
+    family: str | None = None
+    license_id: str | None = None
+    review_status: ReviewStatus = "under_review"
+    training_hardware_vendor: str | None = None
+    training_data_origin: str | None = None
+    parents: tuple[Lineage, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeploymentSnap(Claimed):
+    id: str
+    model_id: str
+    adapter: AdapterKind = "openai"
+    endpoint_url: str | None = None
+    upstream_model: str | None = None
+    secret_ref: str | None = None  # env var name holding the key; never the key itself
+    operator_id: str | None = None
+    hosting: Hosting | None = None
+    location_country: str | None = None
+    location_region: str | None = None
+    location_eea: bool | None = None
+    hardware_vendor: str | None = None
+    accelerator: str | None = None
+    accelerator_count: int | None = None
+    retention_days: int | None = None
+    zero_data_retention: bool | None = None
+    trains_on_inputs: bool | None = None
+    priority: int = 100
+    weight: int = 1
+    timeout_s: float = 60.0
+    enabled: bool = True
+    review_status: ReviewStatus = "approved"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSnap:
+    name: str
+    strategy: Strategy = "priority"
+    candidates: tuple[str, ...] = ()  # model ids or deployment ids, in fallback order
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSnap:
+    id: str
+    name: str = ""
+    region: str | None = None
+    default_classification: str = "internal"
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class KeySnap:
+    id: str
+    tenant_id: str
+    scopes: frozenset[Scope]
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySnap:
+    version: int
+    name: str
+    format: Literal["yaml", "cedar"]
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySnapshot:
+    version: int
+    orgs: Mapping[str, OrgSnap]
+    licenses: Mapping[str, LicenseSnap]
+    models: Mapping[str, ModelSnap]
+    deployments: Mapping[str, DeploymentSnap]
+    routes: Mapping[str, RouteSnap]
+    tenants: Mapping[str, TenantSnap]
+    keys_by_hash: Mapping[str, KeySnap]
+    policy: PolicySnap | None = None
+
+    def deployments_of(self, model_id: str) -> tuple[DeploymentSnap, ...]:
+        return tuple(d for d in self.deployments.values() if d.model_id == model_id)

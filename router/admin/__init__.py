@@ -1,0 +1,45 @@
+"""The admin REST API (FastAPI): registry CRUD, API keys, audit reads, under ``/admin/``.
+
+``build_admin_app`` returns a complete ASGI app that the gateway's lean dispatcher mounts for
+every path that is not ``/v1/*``. Routes are thin (parse, one registry service call, shape);
+authentication, sessions and writes come from ``router.deps``; errors are rendered in the
+OpenAI envelope by ``router.admin.errors``. Other admin routers (e.g. ``/admin/policies``) are
+added with ``extra_routers`` and may use the same dependencies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import Engine
+
+from router.admin import audit
+from router.admin.entities import entity_routers
+from router.admin.errors import install_error_handlers
+from router.deps import AdminContext
+from router.settings import Settings
+
+__all__ = ["build_admin_app"]
+
+
+def build_admin_app(
+    engine: Engine,
+    settings: Settings,
+    *,
+    on_change: Callable[[], None] | None = None,
+    extra_routers: Sequence[APIRouter] = (),
+) -> FastAPI:
+    """The admin app; ``on_change`` runs after every committed write that changed the registry
+    (the gateway reloads its snapshot there)."""
+    app = FastAPI(
+        title="provenance-router admin API",
+        openapi_url="/admin/openapi.json",
+        docs_url="/admin/docs",
+        redoc_url=None,
+    )
+    app.state.admin = AdminContext(engine=engine, settings=settings, on_change=on_change)
+    for router in (*entity_routers(), audit.router, *extra_routers):
+        app.include_router(router)
+    install_error_handlers(app)
+    return app

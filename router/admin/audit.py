@@ -1,0 +1,59 @@
+"""Read-only audit endpoints: registry changes, routing decisions, the registry version.
+
+Open to ``admin`` and ``compliance`` keys: a compliance officer proves where requests went and
+who changed what, without being able to change anything."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from registry.service import list_changes, list_decisions, registry_version
+from router.deps import AuditCaller, SessionDep
+
+router = APIRouter(prefix="/admin", tags=["audit"])
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@router.get("/version", summary="The current registry version")
+def get_version(session: SessionDep, _caller: AuditCaller) -> dict[str, int]:
+    return {"version": registry_version(session=session)}
+
+
+@router.get("/changes", summary="Registry changes, newest first")
+def get_changes(
+    session: SessionDep,
+    _caller: AuditCaller,
+    kind: str | None = None,
+    entity_id: str | None = None,
+    actor: str | None = None,
+    since_version: int | None = None,
+    limit: Limit = 100,
+) -> dict[str, Any]:
+    changes = list_changes(
+        session=session,
+        kind=kind,
+        entity_id=entity_id,
+        actor=actor,
+        since_version=since_version,
+        limit=limit,
+    )
+    return {"object": "list", "data": changes}
+
+
+@router.get("/decisions", summary="Routing decisions, newest first")
+def get_decisions(
+    session: SessionDep,
+    _caller: AuditCaller,
+    tenant_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    status: str | None = None,
+    limit: Limit = 100,
+) -> dict[str, Any]:
+    decisions = list_decisions(
+        session=session, tenant_id=tenant_id, since=since, until=until, status=status, limit=limit
+    )
+    return {"object": "list", "data": decisions}

@@ -1,0 +1,193 @@
+"""Policy administration and the compliance officer's tools, under ``/admin/``.
+
+    GET  /admin/policies                 every saved version (admin, compliance)
+    GET  /admin/policies/{version}       one version with its source
+    POST /admin/policies                 validate + save (optionally activate) a version (admin)
+    POST /admin/policies/{v}/activate    atomic switch of the active version (admin)
+    POST /admin/policies/validate        compile a draft, report the Cedar error text
+    GET  /admin/policy-presets           the shipped presets
+    POST /admin/explain                  every candidate for tenant + model + context, decided
+    POST /admin/what-if                  a draft policy replayed against recorded decisions
+    POST /admin/policy-tests             a policy test file run against a policy
+
+``explain`` uses the live routing table's engine (the very one serving traffic); what-if and the
+policy tests build an engine for the draft over the live registry snapshot. A policy is compiled
+and validated against the Cedar schema before it is saved: an invalid one changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from registry.service import get_policy, list_decisions, list_policies
+from registry.snapshot import PolicySnap
+from router.deps import AdminCaller, AuditCaller, ContextDep, SessionDep
+from router.errors import BadRequest, NotFound
+from router.policy import (
+    CompiledPolicy,
+    PolicyEngine,
+    PolicyError,
+    RequestContext,
+    WhatIfReport,
+    UnknownModelOrRoute,
+    compile_policy,
+    explain,
+    list_presets,
+    run_policy_tests,
+    what_if,
+)
+from router.table import RoutingTable
+
+DRAFT_VERSION = 0  # what-if and tests report a draft as policy version 0
+
+
+class PolicyIn(BaseModel):
+    name: str = Field("policy", min_length=1, max_length=200)
+    format: Literal["yaml", "cedar"] = "yaml"
+    source: str
+    activate: bool = False
+
+
+class DraftIn(BaseModel):
+    format: Literal["yaml", "cedar"] = "yaml"
+    source: str
+
+
+class ExplainIn(BaseModel):
+    tenant: str
+    model: str = Field(description="A route name, model id or deployment id")
+    action: Literal["infer", "embed"] = "infer"
+    classification: str | None = None
+    purpose: str | None = None
+    caller_region: str | None = None
+
+
+class WhatIfIn(DraftIn):
+    last: int = Field(1000, ge=1, le=100_000, description="Replay the last N decisions")
+    since: datetime | None = None
+    until: datetime | None = None
+    tenant: str | None = None
+
+
+class PolicyTestsIn(BaseModel):
+    tests: str = Field(description="The policy test file (YAML)")
+    policy: DraftIn | None = Field(None, description="Default: the active policy")
+
+
+def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
+    """``current_table`` returns the gateway's live routing table."""
+    router = APIRouter(prefix="/admin", tags=["policy"])
+
+    @router.get("/policies", summary="Saved policy versions, newest first")
+    def get_policies(session: SessionDep, _caller: AuditCaller) -> dict[str, Any]:
+        return {"object": "list", "data": list_policies(session=session)}
+
+    @router.get("/policies/{version}", summary="One policy version with its source")
+    def get_one(version: int, session: SessionDep, _caller: AuditCaller) -> dict[str, Any]:
+        return get_policy(session=session, version=version)
+
+    @router.post("/policies", status_code=201, summary="Validate and save a policy version")
+    def post_policy(body: PolicyIn, context: ContextDep, caller: AdminCaller) -> dict[str, Any]:
+        _compile(body.format, body.source)
+        return context.write(
+            actor=caller.actor,
+            operation=lambda w: w.save_policy(
+                name=body.name, format=body.format, source=body.source, activate=body.activate
+            ),
+        )
+
+    @router.post("/policies/{version}/activate", summary="Make a saved version the active one")
+    def activate(version: int, context: ContextDep, caller: AdminCaller) -> dict[str, Any]:
+        return context.write(
+            actor=caller.actor, operation=lambda w: w.activate_policy(version=version)
+        )
+
+    @router.post("/policies/validate", summary="Compile a draft policy without saving it")
+    def validate(body: DraftIn, _caller: AuditCaller) -> dict[str, Any]:
+        compiled = _compile(body.format, body.source)
+        return {"valid": True, "rule_ids": list(compiled.rule_ids), "cedar": compiled.cedar_text}
+
+    @router.get("/policy-presets", summary="Presets a compliance team can start from")
+    def presets(_caller: AuditCaller) -> dict[str, Any]:
+        return {"object": "list", "data": [asdict(p) for p in list_presets()]}
+
+    @router.post("/explain", summary="Every candidate deployment, allowed or denied, and why")
+    def post_explain(body: ExplainIn, _caller: AuditCaller) -> dict[str, Any]:
+        table = current_table()
+        context = RequestContext(
+            classification=body.classification or "public",
+            purpose=body.purpose,
+            caller_region=body.caller_region,
+        )
+        try:
+            result = explain(
+                table.engine,
+                table.snapshot,
+                tenant_id=body.tenant,
+                model_or_route=body.model,
+                action=body.action,
+                context=context,
+            )
+        except UnknownModelOrRoute as error:
+            raise NotFound(str(error), param="model", code="model_not_found") from None
+        return result.to_dict()
+
+    @router.post("/what-if", summary="Replay recorded decisions under a draft policy")
+    def post_what_if(body: WhatIfIn, session: SessionDep, _caller: AuditCaller) -> dict[str, Any]:
+        _compile(body.format, body.source)
+        recorded = list_decisions(
+            session=session, tenant_id=body.tenant, since=body.since, until=body.until,
+            limit=body.last,
+        )
+        draft = PolicySnap(DRAFT_VERSION, "draft", body.format, body.source)
+        report = what_if(current_table().snapshot, draft, list(reversed(recorded)))
+        return _what_if_dict(report)
+
+    @router.post("/policy-tests", summary="Run a policy test file")
+    def post_tests(body: PolicyTestsIn, _caller: AuditCaller) -> dict[str, Any]:
+        table = current_table()
+        policy = table.snapshot.policy
+        if body.policy is not None:
+            _compile(body.policy.format, body.policy.source)
+            policy = PolicySnap(DRAFT_VERSION, "draft", body.policy.format, body.policy.source)
+        try:
+            report = run_policy_tests(lambda: PolicyEngine.build(table.snapshot, policy), body.tests)
+        except PolicyError as error:
+            raise BadRequest(str(error), param="tests") from None
+        return {
+            "ok": report.ok,
+            "passed": report.passed,
+            "failed": report.failed,
+            "results": [asdict(result) for result in report.results],
+        }
+
+    return router
+
+
+def _compile(format: str, source: str) -> CompiledPolicy:
+    try:
+        return compile_policy(format, source)
+    except PolicyError as error:
+        raise BadRequest(f"Invalid policy: {error}", param="source", code="policy_invalid") from None
+
+
+def _what_if_dict(report: WhatIfReport) -> dict[str, Any]:
+    return {
+        "examined": report.examined,
+        "changed": report.changed,
+        "registry_version": report.registry_version,
+        "changes": [
+            {
+                **asdict(change),
+                "first_choice_changed": change.first_choice_changed,
+                "chosen_now_denied": change.chosen_now_denied,
+            }
+            for change in report.changes
+        ],
+    }

@@ -1,0 +1,90 @@
+"""The ASGI application: a small dispatcher in front of FastAPI.
+
+``/v1/*`` (the OpenAI surface, the hot path) and ``/health`` are served as plain ASGI; everything
+else (``/admin/*``, ``/docs``, ``/openapi.json``) goes to the FastAPI admin app. The dispatcher
+owns the lifespan: bootstrap the registry, start the gateway, stop it cleanly.
+
+Run with ``uvicorn --factory router.asgi:create_app`` or ``provenance-router serve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from registry.db import make_engine
+from router.admin import build_admin_app
+from router.admin.policies import policy_router
+from router.bootstrap import bootstrap
+from router.gateway import Gateway
+from router.openai.serving import serve_v1
+from router.settings import Settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("provenance_router")
+
+
+class GatewayApp:
+    def __init__(self, gateway: Gateway, admin: ASGIApp) -> None:
+        self.gateway = gateway
+        self.admin = admin
+        self.bootstrap_key: str | None = None  # a generated admin key, shown once at start
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http" and scope["path"].startswith("/v1/"):
+            await serve_v1(self.gateway, scope, receive, send)
+        elif kind == "http" and scope["path"] == "/health":
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": b'{"status":"ok"}'})
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self.admin(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self._startup()
+                except Exception as error:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.gateway.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _startup(self) -> None:
+        gateway = self.gateway
+        self.bootstrap_key = await asyncio.to_thread(bootstrap, gateway.engine, gateway.settings)
+        if self.bootstrap_key:
+            print(  # noqa: T201 - shown once, on purpose, to the operator's terminal
+                "\nprovenance-router: created admin API key (shown only once):\n"
+                f"  {self.bootstrap_key}\n"
+            )
+        await gateway.start()
+
+
+def create_app(settings: Settings | None = None) -> GatewayApp:
+    settings = settings or Settings()
+    engine = make_engine(settings.database_url)
+    gateway = Gateway(settings, engine)
+    admin = build_admin_app(
+        engine,
+        settings,
+        on_change=gateway.reload,
+        extra_routers=[policy_router(lambda: gateway.table)],
+    )
+    return GatewayApp(gateway, admin)

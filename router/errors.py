@@ -1,0 +1,109 @@
+"""Every error the gateway returns, in the OpenAI envelope.
+
+    GatewayError                      -> {"error": {"message", "type", "param", "code"}}
+    ├── BadRequest              400  invalid_request_error
+    ├── AuthenticationFailed    401  invalid_request_error / invalid_api_key
+    ├── PermissionDenied        403  permission_error / insufficient_scope
+    │   └── PolicyDenied        403  permission_error / provenance_policy_denied
+    ├── NotFound                404  invalid_request_error / not_found (model_not_found, ...)
+    ├── Conflict                409  invalid_request_error / version_conflict
+    ├── RateLimited             429  rate_limit_error (upstream 429 passed through)
+    ├── UpstreamFailed          502  api_error / upstream_error
+    ├── NoBackendAvailable      503  api_error / no_backend_available
+    └── UpstreamTimedOut        504  api_error / upstream_timeout
+
+The status/type/code of each class is fixed here and nowhere else; the official SDK maps the
+status to its exception class (AuthenticationError, PermissionDeniedError, NotFoundError, ...).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import orjson
+
+
+class GatewayError(Exception):
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "api_error"
+    code: ClassVar[str | None] = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.error_code = code or self.code
+
+    def envelope(self) -> dict[str, dict[str, str | None]]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.error_code,
+            }
+        }
+
+    def body(self) -> bytes:
+        return orjson.dumps(self.envelope())
+
+
+class BadRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "insufficient_scope"
+
+
+class PolicyDenied(PermissionDenied):
+    code = "provenance_policy_denied"
+
+    def __init__(self, message: str, *, rule_ids: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.rule_ids = rule_ids
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class Conflict(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "version_conflict"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamFailed(GatewayError):
+    status = 502
+    type = "api_error"
+    code = "upstream_error"
+
+
+class NoBackendAvailable(GatewayError):
+    status = 503
+    type = "api_error"
+    code = "no_backend_available"
+
+
+class UpstreamTimedOut(GatewayError):
+    status = 504
+    type = "api_error"
+    code = "upstream_timeout"

@@ -1,0 +1,169 @@
+"""The gateway's process state: the current routing table, backend health, adapters, the audit
+writer and the bundled local model. One instance per app; no module-level state.
+
+The routing table is rebuilt off the hot path whenever the registry version moves: at once after
+an admin write in this process (``reload``), and within ``snapshot_poll_s`` for writes made
+elsewhere (another replica, ``provenance-router apply``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
+
+from adapters.base import Adapter
+from adapters.openai_compat import OpenAICompatAdapter, make_session
+from registry.db import session_scope
+from registry.service import insert_decisions, load_snapshot, registry_version
+from registry.snapshot import DeploymentSnap
+from router.audit import AuditWriter
+from router.health import BackendHealth
+from router.openai.models import VisibleModel, describe
+from router.policy import PolicyEngine, RequestContext, eligible_deployments
+from router.settings import Settings, resolve_secret
+from router.table import RoutingTable, build_table
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from adapters.local_llamacpp import LocalModelServer
+
+log = logging.getLogger("provenance_router")
+
+LOCAL_ALIAS = "smollm2"
+
+
+class Gateway:
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.health = BackendHealth(
+            failures=settings.breaker_failures, cooldown_s=settings.breaker_cooldown_s
+        )
+        self.audit = AuditWriter(
+            lambda rows: insert_decisions(engine=engine, rows=rows),
+            flush_s=settings.audit_flush_s,
+            batch_max=settings.audit_batch_max,
+        )
+        self.rng = random.Random()
+        self.local_urls: dict[str, str] = {}
+        self._table: RoutingTable | None = None
+        self._reload_lock = threading.Lock()
+        self._visible: dict[tuple[object, ...], list[VisibleModel]] = {}
+        self._adapters: dict[str, Adapter] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._local: LocalModelServer | None = None
+        self._poller: asyncio.Task[None] | None = None
+
+    @property
+    def table(self) -> RoutingTable:
+        if self._table is None:
+            raise RuntimeError("the gateway has not loaded the registry yet")
+        return self._table
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.settings.local_model:
+            await asyncio.to_thread(self._start_local_model)
+        await asyncio.to_thread(self.reload)
+        self._session = make_session()
+        compat = OpenAICompatAdapter(self._session)
+        self._adapters = {"openai": compat, "local": compat}
+        self.audit.start()
+        self._poller = asyncio.get_running_loop().create_task(self._poll(), name="registry-poll")
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+        await self.audit.stop()
+        for adapter in {id(a): a for a in self._adapters.values()}.values():
+            await adapter.close()
+        if self._session is not None:
+            await self._session.close()
+        if self._local is not None:
+            await asyncio.to_thread(self._local.stop)
+
+    def _start_local_model(self) -> None:
+        from adapters.local_llamacpp import LocalModelServer
+
+        self._local = LocalModelServer(alias=LOCAL_ALIAS)
+        self.local_urls[LOCAL_ALIAS] = self._local.start()
+
+    # --- registry snapshot -----------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Load the registry and policy and swap in a new routing table (blocking; call from a
+        worker thread). An invalid stored policy keeps the previous table: never fail open."""
+        with self._reload_lock:
+            with session_scope(self.engine) as session:
+                snapshot = load_snapshot(session=session)
+            current = self._table
+            if current is not None and snapshot.version <= current.registry_version:
+                return
+            engine = PolicyEngine.build(snapshot, snapshot.policy)
+            self._table = build_table(
+                snapshot, engine, local_urls=self.local_urls, secret=resolve_secret
+            )
+            self._visible = {}
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.snapshot_poll_s)
+            try:
+                version = await asyncio.to_thread(self._stored_version)
+                if self._table is None or version > self._table.registry_version:
+                    await asyncio.to_thread(self.reload)
+            except Exception:
+                log.exception("registry reload failed; still serving version %s",
+                              self._table.registry_version if self._table else None)
+
+    def _stored_version(self) -> int:
+        with session_scope(self.engine) as session:
+            return registry_version(session=session)
+
+    # --- per request -----------------------------------------------------------------------
+
+    def adapter(self, kind: str) -> Adapter:
+        adapter = self._adapters.get(kind)
+        if adapter is None and kind == "litellm":
+            from adapters.litellm_adapter import LiteLLMAdapter
+
+            adapter = self._adapters["litellm"] = LiteLLMAdapter()
+        if adapter is None:
+            raise RuntimeError(f"no adapter for backend kind {kind!r}")
+        return adapter
+
+    def visible_models(
+        self, table: RoutingTable, tenant_id: str, context: RequestContext
+    ) -> list[VisibleModel]:
+        """Every name the tenant may call, each with at least one allowed deployment (cached
+        per registry version, policy version, tenant and context)."""
+        cache_key = (table.registry_version, table.policy_version, tenant_id, context)
+        cached = self._visible.get(cache_key)
+        if cached is None:
+            cached = self._visible[cache_key] = [
+                describe(table.snapshot, name, allowed)
+                for name, candidates in sorted(table.candidates.items())
+                if (allowed := self._allowed(table, tenant_id, context, candidates.deployments))
+            ]
+        return cached
+
+    @staticmethod
+    def _allowed(
+        table: RoutingTable,
+        tenant_id: str,
+        context: RequestContext,
+        deployments: tuple[DeploymentSnap, ...],
+    ) -> list[DeploymentSnap]:
+        enabled = [d for d in deployments if d.enabled]
+        decisions = eligible_deployments(
+            table.engine, tenant_id=tenant_id, action="infer", context=context, candidates=enabled
+        )
+        return [d for d, decision in zip(enabled, decisions, strict=True) if decision.allowed]

@@ -1,0 +1,219 @@
+"""From a requested model to a started upstream response.
+
+    resolve name -> candidates -> drop disabled -> policy (eligible_deployments, the only
+    evaluation path) -> order by strategy -> try in order, skipping open circuits
+
+Only deployments the policy allowed are ever in the try order, so no attempt, retry or fallback
+can reach a denied one. A transient failure before the first byte reached the client (connect
+error, timeout, 429, 5xx) moves on to the next allowed candidate, with a short jittered backoff
+(tenacity), at most ``max_attempts`` attempts and within ``deadline_s``. Once a response has
+started, nothing here runs again for that request.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from adapters.base import UpstreamError, UpstreamHTTPError, UpstreamResponse, UpstreamTimeout
+from registry.snapshot import DeploymentSnap, Strategy
+from router.errors import (
+    GatewayError,
+    NoBackendAvailable,
+    NotFound,
+    PolicyDenied,
+    RateLimited,
+    UpstreamFailed,
+    UpstreamTimedOut,
+)
+from router.health import BackendHealth
+from router.policy import CandidateDecision, RequestContext, eligible_deployments
+from router.table import RoutingTable
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The allowed deployments in try order, and every candidate's decision for the audit."""
+
+    ordered: tuple[DeploymentSnap, ...]
+    decisions: tuple[CandidateDecision, ...]
+
+
+@dataclass(slots=True)
+class Attempt:
+    deployment_id: str
+    outcome: str  # "ok", "connect_error", "timeout", "http_503", "circuit_open", ...
+    latency_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class AttemptLog:
+    attempts: list[Attempt] = field(default_factory=list)
+    last_error: UpstreamError | None = None
+
+
+def plan(
+    table: RoutingTable,
+    *,
+    model: str,
+    tenant_id: str,
+    action: str,
+    context: RequestContext,
+    health: BackendHealth,
+    rng: random.Random,
+) -> Plan:
+    """Decide which deployments may serve this request and in which order to try them.
+
+    Raises NotFound for an unknown name, NoBackendAvailable when nothing is deployed or enabled.
+    When the policy allows none of the candidates, ``ordered`` is empty and the caller raises
+    ``policy_denied`` after recording ``decisions``: the audit row of a denial must name them."""
+    resolved = table.candidates.get(model)
+    if resolved is None:
+        raise NotFound(
+            f"The model `{model}` does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+    enabled = [d for d in resolved.deployments if d.enabled]
+    if not enabled:
+        raise NoBackendAvailable(f"No deployment of `{model}` is enabled.")
+    decisions = eligible_deployments(
+        table.engine, tenant_id=tenant_id, action=action, context=context, candidates=enabled
+    )
+    allowed = [d for d, decision in zip(enabled, decisions, strict=True) if decision.allowed]
+    return Plan(tuple(order(allowed, resolved.strategy, health, rng)), tuple(decisions))
+
+
+def policy_denied(
+    model: str, decisions: Sequence[CandidateDecision], policy_version: int
+) -> PolicyDenied:
+    rule_ids = tuple(dict.fromkeys(r for d in decisions for r in d.rule_ids))
+    rules = ", ".join(rule_ids) if rule_ids else "none (no rule permits it: default deny)"
+    return PolicyDenied(
+        f"Provenance policy v{policy_version} denies every deployment of `{model}` "
+        f"for this request. Deciding rules: {rules}.",
+        rule_ids=rule_ids,
+    )
+
+
+def order(
+    deployments: Sequence[DeploymentSnap],
+    strategy: Strategy,
+    health: BackendHealth,
+    rng: random.Random,
+) -> list[DeploymentSnap]:
+    """``priority`` keeps the configured order; ``weighted`` draws a weighted random order
+    (Efraimidis-Spirakis keys); ``least-latency`` sorts by smoothed observed latency."""
+    if strategy == "weighted":
+        return sorted(
+            # weight 0 = drained: only a fallback, after every weighted deployment
+            deployments,
+            key=lambda d: rng.random() ** (1.0 / d.weight) if d.weight > 0 else -1.0,
+            reverse=True,
+        )
+    if strategy == "least-latency":
+        return sorted(deployments, key=lambda d: health.latency_s(d.id))
+    return list(deployments)
+
+
+def _is_transient(error: BaseException) -> bool:
+    return isinstance(error, UpstreamError) and error.transient
+
+
+async def attempt_in_order(
+    candidates: Sequence[DeploymentSnap],
+    call: Callable[[DeploymentSnap, float], Awaitable[UpstreamResponse]],
+    *,
+    health: BackendHealth,
+    log: AttemptLog,
+    max_attempts: int,
+    deadline_s: float,
+) -> tuple[DeploymentSnap, UpstreamResponse]:
+    """Call each candidate in turn until one starts a response.
+
+    ``call(deployment, timeout_s)`` must raise UpstreamError before any byte is relayed.
+    A non-transient upstream error (e.g. 400) is raised at once: another backend would say the
+    same. When every attempt failed, the last failure is mapped to the client's status."""
+    started = time.monotonic()
+    remaining = _available(candidates, health, log)
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(max_attempts) | stop_after_delay(deadline_s),
+        # jitter's default is 1 s, which would make nearly every wait the 0.25 s maximum
+        wait=wait_exponential_jitter(multiplier=0.01, max=0.25, jitter=0.01),
+        retry=retry_if_exception(_is_transient),
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                deployment = next(remaining, None)
+                if deployment is None:
+                    break
+                timeout_s = min(deployment.timeout_s, deadline_s - (time.monotonic() - started))
+                return deployment, await _call_once(deployment, call, timeout_s, health, log)
+    except UpstreamError as error:
+        if not error.transient:
+            raise
+    raise exhausted(log)
+
+
+def _available(
+    candidates: Sequence[DeploymentSnap], health: BackendHealth, log: AttemptLog
+) -> Iterator[DeploymentSnap]:
+    for deployment in candidates:
+        if health.available(deployment.id):
+            yield deployment
+        else:
+            log.attempts.append(Attempt(deployment.id, "circuit_open"))
+
+
+async def _call_once(
+    deployment: DeploymentSnap,
+    call: Callable[[DeploymentSnap, float], Awaitable[UpstreamResponse]],
+    timeout_s: float,
+    health: BackendHealth,
+    log: AttemptLog,
+) -> UpstreamResponse:
+    started = time.monotonic()
+    try:
+        response = await call(deployment, max(timeout_s, 0.001))
+    except UpstreamError as error:
+        elapsed_ms = (time.monotonic() - started) * 1000
+        log.attempts.append(Attempt(deployment.id, outcome_of(error), elapsed_ms))
+        log.last_error = error
+        if error.transient:
+            health.record_failure(deployment.id)
+        raise
+    elapsed = time.monotonic() - started
+    log.attempts.append(Attempt(deployment.id, "ok", elapsed * 1000))
+    health.record_success(deployment.id, elapsed)
+    return response
+
+
+def outcome_of(error: UpstreamError) -> str:
+    if isinstance(error, UpstreamHTTPError):
+        return f"http_{error.status}"
+    return "timeout" if isinstance(error, UpstreamTimeout) else "connect_error"
+
+
+def exhausted(log: AttemptLog) -> GatewayError:
+    """The client's error once no candidate could start a response."""
+    error = log.last_error
+    tried = ", ".join(f"{a.deployment_id}: {a.outcome}" for a in log.attempts)
+    if error is None:
+        return NoBackendAvailable(f"No allowed deployment is available right now ({tried}).")
+    if isinstance(error, UpstreamHTTPError) and error.status == 429:
+        return RateLimited(f"Every allowed deployment is rate limited ({tried}).")
+    if isinstance(error, UpstreamTimeout):
+        return UpstreamTimedOut(f"Every allowed deployment timed out ({tried}).")
+    return UpstreamFailed(f"Every allowed deployment failed ({tried}).")

@@ -1,0 +1,50 @@
+"""Settings: the only place that reads the environment (``PROVENANCE_ROUTER_*``, plus an
+optional ``provenance-router.env`` file). Nothing here runs at import time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from platformdirs import user_data_dir
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_database_url() -> str:
+    data_dir = Path(user_data_dir("provenance-router", appauthor=False))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{data_dir / 'registry.db'}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PROVENANCE_ROUTER_", env_file="provenance-router.env", extra="ignore"
+    )
+
+    database_url: str = Field(
+        default_factory=default_database_url,
+        validation_alias=AliasChoices("PROVENANCE_ROUTER_DATABASE_URL", "DATABASE_URL"),
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    load_catalog: bool = True  # load the built-in catalog on first start
+    local_model: bool = True  # start the bundled SmolLM2 and register it as a deployment
+    admin_key: str | None = None  # bootstrap admin key; generated and printed once when unset
+    snapshot_poll_s: float = 1.0  # how often replicas check the registry version
+    audit_flush_s: float = 0.5  # audit batch flush interval
+    audit_batch_max: int = 500
+    max_attempts: int = 3  # per request, across all allowed candidates
+    request_deadline_s: float = 120.0  # overall deadline across attempts
+    breaker_failures: int = 3  # consecutive transient failures that open a circuit
+    breaker_cooldown_s: float = 30.0
+    new_models_require_approval: bool = True
+    log_level: str = "warning"
+    site_country: str | None = None  # ISO country this gateway runs in (local deployment location)
+    site_region: str | None = None
+
+
+def resolve_secret(reference: str) -> str | None:
+    """The value of a secret reference: the name of an environment variable. Deployments and
+    files only ever hold the name; the value never leaves this process."""
+    return os.environ.get(reference)

@@ -1,0 +1,134 @@
+"""The routing table: everything the hot path needs, computed once per registry snapshot.
+
+Built off the hot path (at start and on each registry or policy change) and swapped whole, so a
+request sees one consistent version of registry, policy and precomputed headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from adapters.base import BackendTarget
+from registry.lineage import effective_provenance
+from registry.snapshot import DeploymentSnap, KeySnap, RegistrySnapshot, Strategy
+from router.policy import PolicyEngine
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """What a requested name resolves to: deployments in fallback order and how to order them."""
+
+    deployments: tuple[DeploymentSnap, ...]
+    strategy: Strategy = "priority"
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    snapshot: RegistrySnapshot
+    engine: PolicyEngine
+    candidates: Mapping[str, Candidates]  # requested name -> deployments in fallback order
+    headers: Mapping[str, Headers]  # deployment id -> provenance headers
+    targets: Mapping[str, BackendTarget]  # deployment id -> what the adapter is given
+    policy_version: int
+
+    @property
+    def registry_version(self) -> int:
+        return self.snapshot.version
+
+    def key(self, key_hash: str) -> KeySnap | None:
+        return self.snapshot.keys_by_hash.get(key_hash)
+
+
+def build_table(
+    snapshot: RegistrySnapshot,
+    engine: PolicyEngine,
+    *,
+    local_urls: Mapping[str, str],
+    secret: Callable[[str], str | None],
+) -> RoutingTable:
+    """``local_urls`` maps a local deployment's upstream model alias to the URL of the server
+    this process started for it; ``secret`` resolves a secret reference to its value."""
+    deployments = snapshot.deployments.values()
+    return RoutingTable(
+        snapshot=snapshot,
+        engine=engine,
+        candidates=candidate_index(snapshot),
+        headers={d.id: provenance_headers(snapshot, d) for d in deployments},
+        targets={d.id: backend_target(d, local_urls, secret) for d in deployments},
+        policy_version=engine.policy_version,
+    )
+
+
+def backend_target(
+    deployment: DeploymentSnap,
+    local_urls: Mapping[str, str],
+    secret: Callable[[str], str | None],
+) -> BackendTarget:
+    if deployment.adapter == "local":
+        base_url = local_urls.get(deployment.upstream_model or "", "http://127.0.0.1:9/v1")
+    else:
+        base_url = (deployment.endpoint_url or "").rstrip("/")
+    return BackendTarget(
+        deployment_id=deployment.id,
+        kind=deployment.adapter,
+        base_url=base_url,
+        upstream_model=deployment.upstream_model,
+        api_key=secret(deployment.secret_ref) if deployment.secret_ref else None,
+        timeout_s=deployment.timeout_s,
+    )
+
+
+def candidate_index(snapshot: RegistrySnapshot) -> dict[str, Candidates]:
+    """Map every name a client may send as ``model`` to its deployments in fallback order.
+
+    A registered model id maps to its deployments by priority. A route maps to its candidates in
+    order, each deployment id as itself and each model id expanded to that model's deployments.
+    Route names take precedence over model ids of the same spelling."""
+    by_model: dict[str, list[DeploymentSnap]] = {}
+    for deployment in snapshot.deployments.values():
+        by_model.setdefault(deployment.model_id, []).append(deployment)
+    index = {
+        model_id: Candidates(tuple(sorted(deps, key=lambda d: (d.priority, d.id))))
+        for model_id, deps in by_model.items()
+    }
+    for model_id in snapshot.models:
+        index.setdefault(model_id, Candidates(()))
+    for route in snapshot.routes.values():
+        ordered: dict[str, DeploymentSnap] = {}
+        for candidate in route.candidates:
+            expanded = (
+                (snapshot.deployments[candidate],)
+                if candidate in snapshot.deployments
+                else index.get(candidate, Candidates(())).deployments
+            )
+            for deployment in expanded:
+                ordered.setdefault(deployment.id, deployment)
+        index[route.name] = Candidates(tuple(ordered.values()), route.strategy)
+    return index
+
+
+def provenance_headers(snapshot: RegistrySnapshot, deployment: DeploymentSnap) -> Headers:
+    """The ``x-provenance-*`` headers for responses served by ``deployment``."""
+    model = snapshot.models.get(deployment.model_id)
+    developer = snapshot.orgs.get(model.developer_id or "") if model else None
+    provenance = effective_provenance(
+        snapshot.models, snapshot.orgs, snapshot.licenses, deployment.model_id
+    )
+    location = "/".join(x for x in (deployment.location_country, deployment.location_region) if x)
+    hardware = "/".join(x for x in (deployment.hardware_vendor, deployment.accelerator) if x)
+    values = {
+        b"x-provenance-model": deployment.model_id,
+        b"x-provenance-deployment": deployment.id,
+        b"x-provenance-developer-country": (developer.hq_country if developer else None),
+        b"x-provenance-license": ",".join(sorted(provenance.licenses)),
+        b"x-provenance-location": location,
+        b"x-provenance-hardware": hardware,
+    }
+    return tuple((name, _header_value(value)) for name, value in values.items())
+
+
+def _header_value(value: str | None) -> bytes:
+    return (value or "unknown").encode("latin-1", "replace")

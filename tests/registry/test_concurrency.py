@@ -1,0 +1,98 @@
+"""Concurrent writers, each on its own connection, lined up with a barrier: the registry serializes
+them, exactly one of two edits of the same version wins, the loser gets a 409-style conflict,
+and the registry version moves once per successful transaction."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from registry.db import session_scope
+from registry.service import (
+    ConflictError,
+    list_changes,
+    read_one,
+    registry_version,
+    write_transaction,
+)
+from tests.registry.conftest import LLAMA
+
+ROUNDS = 5
+BARRIER_TIMEOUT_S = 30.0
+
+
+def race(engine: Engine, jobs: list[Callable[[], Any]]) -> list[Any]:
+    """Run every job in its own thread, released together; returns each result or exception."""
+    barrier = threading.Barrier(len(jobs), timeout=BARRIER_TIMEOUT_S)
+
+    def run(job: Callable[[], Any]) -> Any:
+        barrier.wait()
+        try:
+            return job()
+        except Exception as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        return list(pool.map(run, jobs))
+
+
+def rename(engine: Engine, family: str, expected_version: int) -> Callable[[], dict[str, Any]]:
+    def job() -> dict[str, Any]:
+        with write_transaction(engine=engine, actor=f"writer-{family}") as writer:
+            return writer.update(
+                "model", LLAMA["id"], {"family": family}, expected_version=expected_version
+            )
+
+    return job
+
+
+def test_two_edits_of_the_same_version_one_wins(seeded: Engine) -> None:
+    for round_number in range(ROUNDS):
+        with session_scope(seeded) as session:
+            version = read_one(session=session, kind="model", id=LLAMA["id"])["version"]
+        names = (f"left-{round_number}", f"right-{round_number}")
+        outcomes = race(seeded, [rename(seeded, name, version) for name in names])
+
+        winners = [o for o in outcomes if isinstance(o, dict)]
+        losers = [o for o in outcomes if isinstance(o, ConflictError)]
+        assert len(winners) == 1 and len(losers) == 1, outcomes
+        with session_scope(seeded) as session:
+            stored = read_one(session=session, kind="model", id=LLAMA["id"])
+            assert stored["family"] == winners[0]["family"]
+            assert stored["version"] == winners[0]["version"] == version + 1
+            assert registry_version(session=session) == version + 1
+            log = list_changes(session=session, entity_id=LLAMA["id"], since_version=version)
+        assert [c["after"]["family"] for c in log] == [winners[0]["family"]]
+
+
+def test_concurrent_creates_of_one_id_conflict(seeded: Engine) -> None:
+    def create(name: str) -> Callable[[], dict[str, Any]]:
+        def job() -> dict[str, Any]:
+            with write_transaction(engine=seeded, actor=name) as writer:
+                return writer.create("tenant", {"id": "contested", "name": name})
+
+        return job
+
+    outcomes = race(seeded, [create("left"), create("right")])
+    assert sorted(type(o).__name__ for o in outcomes) == ["ConflictError", "dict"]
+
+
+@pytest.mark.parametrize("writers", [8])
+def test_concurrent_writers_get_consecutive_versions(seeded: Engine, writers: int) -> None:
+    def create(index: int) -> Callable[[], int | None]:
+        def job() -> int | None:
+            with write_transaction(engine=seeded, actor=f"w{index}") as writer:
+                writer.create("tenant", {"id": f"tenant-{index}"})
+            return writer.version
+
+        return job
+
+    outcomes = race(seeded, [create(i) for i in range(writers)])
+    assert sorted(outcomes) == list(range(2, writers + 2)), outcomes
+    with session_scope(seeded) as session:
+        assert registry_version(session=session) == writers + 1
