@@ -283,6 +283,9 @@ class HttpProto(asyncio.Protocol):
                     spawn(self.later(reply, keep_alive))
                     return
                 self.json(reply, keep_alive)
+                if not keep_alive:
+                    self.transport.close()  # type: ignore[union-attr]
+                return
             chat = path in CHAT_PATHS
             stream = bool(j.get("stream"))
             include_usage = bool((j.get("stream_options") or {}).get("include_usage"))

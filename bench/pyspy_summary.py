@@ -15,21 +15,60 @@ import re
 import sys
 
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<path>[^()]*?)(?::(?P<line>\d+))?\)$")
-# first match wins: (layer, pattern on the file path)
-LAYERS = [
-    ("gateway:router", re.compile(r"(^|/)router/(?!.*site-packages)")),
-    ("gateway:adapters", re.compile(r"(^|/)adapters/(?!.*site-packages)")),
-    ("gateway:registry", re.compile(r"(^|/)registry/(?!.*site-packages)")),
-    ("bench", re.compile(r"(^|/)bench/")),
-    ("aiohttp", re.compile(r"site-packages/(aiohttp|multidict|yarl|aiohappyeyeballs|propcache)")),
-    ("uvicorn", re.compile(r"site-packages/(uvicorn|httptools)")),
-    ("cedarpy", re.compile(r"site-packages/cedarpy")),
-    ("sqlalchemy/sqlite", re.compile(r"site-packages/(sqlalchemy|sqlmodel)|/sqlite3/")),
-    ("fastapi/starlette", re.compile(r"site-packages/(fastapi|starlette|pydantic)")),
-    ("asyncio/uvloop", re.compile(r"site-packages/uvloop|/asyncio/")),
-    ("other site-packages", re.compile(r"site-packages/")),
-    ("stdlib", re.compile(r"lib/python3\.\d+/")),
+# The top-level package of a frame's file -> its layer (py-spy prints paths relative to the
+# sys.path entry they were found in: "router/gateway.py", "aiohttp/client.py", "threading.py").
+LAYERS = {
+    "router": "gateway:router",
+    "adapters": "gateway:adapters",
+    "registry": "gateway:registry",
+    "bench": "bench",
+    "passthrough_raw.py": "bench",
+    "aiohttp": "aiohttp",
+    "multidict": "aiohttp",
+    "yarl": "aiohttp",
+    "propcache": "aiohttp",
+    "aiohappyeyeballs": "aiohttp",
+    "uvicorn": "uvicorn",
+    "httptools": "uvicorn",
+    "cedarpy": "cedarpy",
+    "sqlalchemy": "sqlalchemy/sqlite",
+    "sqlmodel": "sqlalchemy/sqlite",
+    "sqlite3": "sqlalchemy/sqlite",
+    "fastapi": "fastapi/starlette/pydantic",
+    "starlette": "fastapi/starlette/pydantic",
+    "pydantic": "fastapi/starlette/pydantic",
+    "pydantic_core": "fastapi/starlette/pydantic",
+    "asyncio": "asyncio/uvloop",
+    "uvloop": "asyncio/uvloop",
+    "json": "json (stdlib)",
+    "inspect.py": "inspect/ast (stdlib)",
+    "ast.py": "inspect/ast (stdlib)",
+    "tokenize.py": "inspect/ast (stdlib)",
+    "threading.py": "threads (stdlib)",
+    "concurrent": "threads (stdlib)",
+}
+
+
+# What a sample was doing, from its whole stack (first match wins): the gateway's background
+# work first, then the request path by the deepest layer that owns the leaf.
+STAGES = [
+    ("audit log write (worker thread)", re.compile(r"insert_decisions|router/audit\.py")),
+    ("registry poll / reload", re.compile(r"_stored_version|Gateway\.reload|load_snapshot")),
+    ("upstream call (adapter + aiohttp client)", re.compile(r"\((adapters|aiohttp)/")),
+    ("policy engine", re.compile(r"\(router/policy/")),
+    ("routing plan", re.compile(r"^plan \(router/routing\.py|;plan \(router/routing\.py")),
 ]
+
+
+def stage_of(frames: list[str]) -> str:
+    joined = ";".join(frames)
+    for name, pattern in STAGES:
+        if pattern.search(joined):
+            return name
+    leaf = layer_of(frames[-1])
+    if leaf.startswith("gateway:") or leaf == "bench":
+        return "request path: own code (" + leaf.split(":")[-1] + ")"
+    return "request path: " + leaf
 
 
 def parse(path: str) -> list[tuple[list[str], int]]:
@@ -52,11 +91,9 @@ def file_of(frame: str) -> str:
 
 
 def layer_of(frame: str) -> str:
-    path = file_of(frame)
-    for name, pattern in LAYERS:
-        if pattern.search(path):
-            return name
-    return "other"
+    path = re.sub(r"^.*(site-packages|lib/python3\.\d+|/work/[^/]+)/", "", file_of(frame))
+    top = path.split("/", 1)[0]
+    return LAYERS.get(top, "other stdlib" if top.endswith(".py") else "other")
 
 
 def short(path: str) -> str:
@@ -74,7 +111,11 @@ def summarise(stacks: list[tuple[list[str], int]]) -> dict[str, object]:
         for layer in {layer_of(f) for f in frames}:
             incl_layer[layer] += count
     gateway = sum(c for k, c in self_layer.items() if k.startswith("gateway:"))
+    stages: collections.Counter[str] = collections.Counter()
+    for frames, count in stacks:
+        stages[stage_of(frames)] += count
     return {
+        "stages_pct": {k: round(100 * c / total, 1) for k, c in stages.most_common()},
         "samples": total,
         "layers_self_pct": {k: round(100 * c / total, 1) for k, c in self_layer.most_common()},
         "layers_inclusive_pct": {k: round(100 * c / total, 1) for k, c in incl_layer.most_common()},
@@ -107,6 +148,9 @@ def main() -> None:
         return f"{100 * c / total:6.1f}%"
 
     print(f"samples: {total}")
+    print("\n-- by stage (whole stack; first match: background work, policy, routing, leaf) --")
+    for k, v in summary["stages_pct"].items():  # type: ignore[attr-defined]
+        print(f"{v:6.1f}%  {k}")
     print("\n-- by layer: self (leaf) / inclusive --")
     for k, v in summary["layers_self_pct"].items():  # type: ignore[attr-defined]
         print(f"{v:6.1f}% / {summary['layers_inclusive_pct'].get(k, 0):5.1f}%  {k}")  # type: ignore[attr-defined]

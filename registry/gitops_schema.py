@@ -22,7 +22,7 @@ from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -423,7 +423,9 @@ def normalise(column: str, value: Any) -> Any:
         return [{"relation": e["relation"], "model": e["model"]} for e in _plain(value) or ()]
     if isinstance(value, list | tuple | set | frozenset):
         items = [normalise(column, v) for v in value]
-        return items if column in ORDERED_LISTS else sorted(set(items), key=_sort_key)
+        if column in ORDERED_LISTS or not all(isinstance(i, Hashable) for i in items):
+            return items
+        return sorted(set(items), key=_sort_key)
     if isinstance(value, Mapping):
         return {str(k): normalise(column, v) for k, v in sorted(value.items())}
     return _scalar(value)
@@ -484,12 +486,25 @@ def to_file_entry(kind: str, public: Mapping[str, Any]) -> dict[str, Any]:
             continue
         if isinstance(raw, list) and column not in ORDERED_LISTS:
             value = list(dict.fromkeys(_scalar(v) for v in raw))
+        if column in _date_columns(kind) and isinstance(value, str):
+            value = date.fromisoformat(value)
         group, _, sub = file_path(column).partition(".")
         if sub:
             entry.setdefault(group, {})[sub] = _export_value(column, value)
         else:
             entry[column] = _export_value(column, value)
     return entry
+
+
+@cache
+def _date_columns(kind: str) -> frozenset[str]:
+    """Fields holding a date: written as YAML dates, not strings."""
+    fields = SPECS[kind].create.model_fields
+    return frozenset(
+        name
+        for name, info in fields.items()
+        if info.annotation is date or date in get_args(info.annotation)
+    )
 
 
 def _is_default_empty(kind: str, column: str, value: Any) -> bool:
@@ -506,8 +521,6 @@ def _export_value(column: str, value: Any) -> Any:
         return _export_claim(value)
     if column == "claims":
         return {file_path(fact): _export_claim(claim) for fact, claim in value.items()}
-    if column == "release_date" and isinstance(value, str):
-        return date.fromisoformat(value)
     return value
 
 

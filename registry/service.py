@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import JSON, Connection, Engine, delete, insert, select, update
+from sqlalchemy import JSON, Connection, Engine, RowMapping, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -220,7 +220,7 @@ class Writer:
         if referrers:
             raise ValidationFailed(f"{kind} {id!r} is still referenced by {', '.join(referrers)}")
         before = reads.read_public(self._db, spec, id)
-        version = self._bump()
+        self._bump()
         if kind == "model":
             relations = reads.table(ModelRelation)
             self._db.execute(delete(relations).where(relations.c.child == id))
@@ -230,7 +230,7 @@ class Writer:
             query = query.where(t.c.version == expected_version)
         if self._db.execute(query).rowcount != 1:
             raise ConflictError(f"{kind} {id!r} changed concurrently")
-        self._log(kind, id, "delete", before=before, after=None, version=version)
+        self._log(kind, id, "delete", before=before, after=None)
 
     def create_api_key(
         self, *, id: str, tenant: str, scopes: list[str], raw_key: str | None = None
@@ -288,7 +288,7 @@ class Writer:
             self._version = int(self._db.execute(query).scalar_one())
         return self._version
 
-    def _current(self, spec: KindSpec, id: str, expected_version: int | None) -> Any:
+    def _current(self, spec: KindSpec, id: str, expected_version: int | None) -> RowMapping:
         row = reads.fetch_row(self._db, spec, id)
         if row is None:
             raise NotFoundError(f"{spec.kind} {id!r} not found")
@@ -327,7 +327,7 @@ class Writer:
         self, spec: KindSpec, id: str, op: str, *, before: dict[str, Any] | None
     ) -> dict[str, Any]:
         after = _found(reads.read_public(self._db, spec, id))
-        self._log(spec.kind, id, op, before=before, after=after, version=self._bump())
+        self._log(spec.kind, id, op, before=before, after=after)
         return after
 
     def _log(
@@ -338,10 +338,9 @@ class Writer:
         *,
         before: Mapping[str, Any] | None,
         after: Mapping[str, Any] | None,
-        version: int | None = None,
     ) -> None:
         change = {
-            "version": version if version is not None else self._bump(),
+            "version": self._bump(),
             "at": utcnow(),
             "actor": self._actor,
             "kind": kind,
@@ -398,18 +397,22 @@ class Writer:
 
     def _referrers(self, kind: str, id: str) -> list[str]:
         """Which entities name ``kind`` ``id`` (as ``"model 'a/b' (developer)"``)."""
-        found: list[str] = []
-        for spec in SPECS.values():
-            for ref in spec.references:
-                if kind not in ref.targets:
-                    continue
-                for key, value in self._field_values(spec, ref.field).items():
-                    if id in _ids(value, ref) and not (spec.kind == kind and key == id):
-                        found.append(f"{spec.kind} {key!r} ({ref.field})")
-        return found
+        return [
+            f"{spec.kind} {key!r} ({ref.field})"
+            for spec, ref in _references_to(kind)
+            for key, value in self._field_values(spec, ref.field).items()
+            if id in _ids(value, ref) and (spec.kind, key) != (kind, id)
+        ]
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _references_to(kind: str) -> Iterator[tuple[KindSpec, Reference]]:
+    for spec in SPECS.values():
+        for ref in spec.references:
+            if kind in ref.targets:
+                yield spec, ref
 
 
 def _spec(kind: str) -> KindSpec:
@@ -464,7 +467,7 @@ def _plain_columns(spec: KindSpec) -> set[str]:
     return {c.key for c in columns if not isinstance(c.type, JSON)}
 
 
-def _stored_state(db: Connection, spec: KindSpec, row: Mapping[str, Any]) -> dict[str, Any]:
+def _stored_state(db: Connection, spec: KindSpec, row: RowMapping) -> dict[str, Any]:
     columns = reads.table(spec.table).columns.keys()
     skip = {spec.key, *reads.TRACKED}
     state = {name: row[name] for name in columns if name not in skip}

@@ -42,8 +42,13 @@ class GatewayApp:
         if kind == "http" and scope["path"].startswith("/v1/"):
             await serve_v1(self.gateway, scope, receive, send)
         elif kind == "http" and scope["path"] == "/health":
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
             await send({"type": "http.response.body", "body": b'{"status":"ok"}'})
         elif kind == "lifespan":
             await self._lifespan(receive, send)
@@ -70,7 +75,7 @@ class GatewayApp:
         gateway = self.gateway
         self.bootstrap_key = await asyncio.to_thread(bootstrap, gateway.engine, gateway.settings)
         if self.bootstrap_key:
-            print(  # noqa: T201 - shown once, on purpose, to the operator's terminal
+            print(
                 "\nprovenance-router: created admin API key (shown only once):\n"
                 f"  {self.bootstrap_key}\n"
             )

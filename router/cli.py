@@ -7,7 +7,9 @@ import uvicorn
 
 from router.settings import Settings
 
-app = typer.Typer(no_args_is_help=True, help="OpenAI-compatible gateway with a provenance registry.")
+app = typer.Typer(
+    no_args_is_help=True, help="OpenAI-compatible gateway with a provenance registry."
+)
 
 
 @app.callback()

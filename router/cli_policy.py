@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -77,8 +77,11 @@ def _snapshot(engine: Engine) -> RegistrySnapshot:
 def _policy(path: Path | None, snapshot: RegistrySnapshot) -> PolicySnap | None:
     if path is None:
         return snapshot.policy
-    fmt = "cedar" if path.suffix == ".cedar" else "yaml"
-    return PolicySnap(0, path.name, fmt, path.read_text(encoding="utf-8"))
+    return PolicySnap(0, path.name, _format(path), path.read_text(encoding="utf-8"))
+
+
+def _format(path: Path) -> Literal["yaml", "cedar"]:
+    return "cedar" if path.suffix == ".cedar" else "yaml"
 
 
 def _fail(message: str) -> typer.Exit:
@@ -89,13 +92,14 @@ def _fail(message: str) -> typer.Exit:
 @policy_app.command()
 def validate(file: Annotated[Path, typer.Argument(help="YAML rules or .cedar policy")]) -> None:
     """Compile a policy and validate it against the Cedar schema."""
-    fmt = "cedar" if file.suffix == ".cedar" else "yaml"
+    fmt = _format(file)
     try:
         compiled = compile_policy(fmt, file.read_text(encoding="utf-8"))
     except PolicyError as error:
         raise _fail(str(error)) from None
-    console.print(f"[green]valid[/green]: {len(compiled.rule_ids)} rules: "
-                  + ", ".join(compiled.rule_ids))
+    console.print(
+        f"[green]valid[/green]: {len(compiled.rule_ids)} rules: " + ", ".join(compiled.rule_ids)
+    )
 
 
 @policy_app.command("test")
@@ -142,23 +146,31 @@ def explain_command(
     try:
         engine_ = PolicyEngine.build(snapshot, _policy(policy, snapshot))
         result = explain(
-            engine_, snapshot, tenant_id=tenant, model_or_route=model, action=action,
-            context=RequestContext(classification=classification, purpose=purpose,
-                                   caller_region=None),
+            engine_,
+            snapshot,
+            tenant_id=tenant,
+            model_or_route=model,
+            action=action,
+            context=RequestContext(
+                classification=classification, purpose=purpose, caller_region=None
+            ),
         )
-    except PolicyError as error:
+    except (PolicyError, ValueError) as error:  # ValueError: unknown classification
         raise _fail(str(error)) from None
     if as_json:
         typer.echo(json.dumps(result.to_dict(), default=str, indent=2))
         return
-    table = Table(title=f"{model} for {tenant} ({result.context.classification}), "
-                        f"policy v{result.policy_version}")
+    table = Table(
+        title=f"{model} for {tenant} ({result.context.classification}), "
+        f"policy v{result.policy_version}"
+    )
     for column in ("deployment", "model", "decision", "rules", "reasons"):
         table.add_column(column)
     for c in result.candidates:
         decision = "[green]allow[/green]" if c.allowed else "[red]deny[/red]"
-        table.add_row(c.deployment_id, c.model_id, decision, ", ".join(c.rule_ids),
-                      "\n".join(c.reasons))
+        table.add_row(
+            c.deployment_id, c.model_id, decision, ", ".join(c.rule_ids), "\n".join(c.reasons)
+        )
     console.print(table)
 
 
@@ -196,15 +208,16 @@ def save(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Validate and save a new policy version (optionally activating it)."""
-    fmt = "cedar" if file.suffix == ".cedar" else "yaml"
+    fmt = _format(file)
     source = file.read_text(encoding="utf-8")
     try:
         compile_policy(fmt, source)
     except PolicyError as error:
         raise _fail(str(error)) from None
-    with _registry(database_url, None) as engine, write_transaction(
-        engine=engine, actor="cli:policy"
-    ) as writer:
+    with (
+        _registry(database_url, None) as engine,
+        write_transaction(engine=engine, actor="cli:policy") as writer,
+    ):
         saved = writer.save_policy(
             name=name or file.stem, format=fmt, source=source, activate=activate
         )
@@ -217,9 +230,10 @@ def activate(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Atomically make a saved policy version the active one."""
-    with _registry(database_url, None) as engine, write_transaction(
-        engine=engine, actor="cli:policy"
-    ) as writer:
+    with (
+        _registry(database_url, None) as engine,
+        write_transaction(engine=engine, actor="cli:policy") as writer,
+    ):
         writer.activate_policy(version=version)
     console.print(f"policy version {version} is active")
 

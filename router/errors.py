@@ -7,7 +7,9 @@
     │   └── PolicyDenied        403  permission_error / provenance_policy_denied
     ├── NotFound                404  invalid_request_error / not_found (model_not_found, ...)
     ├── Conflict                409  invalid_request_error / version_conflict
+    ├── PayloadTooLarge         413  invalid_request_error / request_too_large
     ├── RateLimited             429  rate_limit_error (upstream 429 passed through)
+    ├── InternalError           500  api_error / internal_error
     ├── UpstreamFailed          502  api_error / upstream_error
     ├── NoBackendAvailable      503  api_error / no_backend_available
     └── UpstreamTimedOut        504  api_error / upstream_timeout
@@ -83,6 +85,20 @@ class Conflict(GatewayError):
     status = 409
     type = "invalid_request_error"
     code = "version_conflict"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class InternalError(GatewayError):
+    """A bug or an unexpected failure inside the gateway; details go to the log only."""
+
+    status = 500
+    type = "api_error"
+    code = "internal_error"
 
 
 class RateLimited(GatewayError):

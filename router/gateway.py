@@ -29,8 +29,6 @@ from router.settings import Settings, resolve_secret
 from router.table import RoutingTable, build_table
 
 if TYPE_CHECKING:
-    import aiohttp
-
     from adapters.local_llamacpp import LocalModelServer
 
 log = logging.getLogger("provenance_router")
@@ -56,7 +54,6 @@ class Gateway:
         self._reload_lock = threading.Lock()
         self._visible: dict[tuple[object, ...], list[VisibleModel]] = {}
         self._adapters: dict[str, Adapter] = {}
-        self._session: aiohttp.ClientSession | None = None
         self._local: LocalModelServer | None = None
         self._poller: asyncio.Task[None] | None = None
 
@@ -72,8 +69,7 @@ class Gateway:
         if self.settings.local_model:
             await asyncio.to_thread(self._start_local_model)
         await asyncio.to_thread(self.reload)
-        self._session = make_session()
-        compat = OpenAICompatAdapter(self._session)
+        compat = OpenAICompatAdapter(make_session())
         self._adapters = {"openai": compat, "local": compat}
         self.audit.start()
         self._poller = asyncio.get_running_loop().create_task(self._poll(), name="registry-poll")
@@ -84,9 +80,7 @@ class Gateway:
             await asyncio.gather(self._poller, return_exceptions=True)
         await self.audit.stop()
         for adapter in {id(a): a for a in self._adapters.values()}.values():
-            await adapter.close()
-        if self._session is not None:
-            await self._session.close()
+            await adapter.close()  # the OpenAI-compatible adapter closes the shared session
         if self._local is not None:
             await asyncio.to_thread(self._local.stop)
 
@@ -121,8 +115,10 @@ class Gateway:
                 if self._table is None or version > self._table.registry_version:
                     await asyncio.to_thread(self.reload)
             except Exception:
-                log.exception("registry reload failed; still serving version %s",
-                              self._table.registry_version if self._table else None)
+                log.exception(
+                    "registry reload failed; still serving version %s",
+                    self._table.registry_version if self._table else None,
+                )
 
     def _stored_version(self) -> int:
         with session_scope(self.engine) as session:

@@ -1,10 +1,10 @@
 """Per-deployment health seen by this gateway process: circuit breakers and latency.
 
 A circuit opens after ``failures`` consecutive transient failures and skips the deployment for
-``cooldown_s``. After the cool-down one request is let through (half-open) and the cool-down restarts, so
-an abandoned probe (client gone) cannot wedge the circuit: success closes it, failure keeps it
-open. State is per process on purpose: each replica judges the
-backends it can reach.
+``cooldown_s``. After the cool-down one request is let through (half-open) and the cool-down
+restarts, so an abandoned probe (client gone) cannot wedge the circuit: success closes it,
+failure keeps it open. State is per process on purpose: each replica judges the backends it
+can reach.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from adapters.base import BackendTarget
 from registry.lineage import effective_provenance
 from registry.snapshot import DeploymentSnap, KeySnap, RegistrySnapshot, Strategy
-from router.policy import PolicyEngine
+from router.policy import PolicyEngine, candidate_deployments
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
@@ -82,31 +82,14 @@ def backend_target(
 
 
 def candidate_index(snapshot: RegistrySnapshot) -> dict[str, Candidates]:
-    """Map every name a client may send as ``model`` to its deployments in fallback order.
-
-    A registered model id maps to its deployments by priority. A route maps to its candidates in
-    order, each deployment id as itself and each model id expanded to that model's deployments.
-    Route names take precedence over model ids of the same spelling."""
-    by_model: dict[str, list[DeploymentSnap]] = {}
-    for deployment in snapshot.deployments.values():
-        by_model.setdefault(deployment.model_id, []).append(deployment)
-    index = {
-        model_id: Candidates(tuple(sorted(deps, key=lambda d: (d.priority, d.id))))
-        for model_id, deps in by_model.items()
-    }
-    for model_id in snapshot.models:
-        index.setdefault(model_id, Candidates(()))
-    for route in snapshot.routes.values():
-        ordered: dict[str, DeploymentSnap] = {}
-        for candidate in route.candidates:
-            expanded = (
-                (snapshot.deployments[candidate],)
-                if candidate in snapshot.deployments
-                else index.get(candidate, Candidates(())).deployments
-            )
-            for deployment in expanded:
-                ordered.setdefault(deployment.id, deployment)
-        index[route.name] = Candidates(tuple(ordered.values()), route.strategy)
+    """Map every name a client may send as ``model`` (route names and model ids) to its
+    deployments in fallback order, with the same resolver ``explain`` uses, so the two can
+    never disagree about the candidates of a request."""
+    index: dict[str, Candidates] = {}
+    for name in (*snapshot.models, *snapshot.routes):
+        route = snapshot.routes.get(name)
+        strategy: Strategy = route.strategy if route else "priority"
+        index[name] = Candidates(candidate_deployments(snapshot, name), strategy)
     return index
 
 

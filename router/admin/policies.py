@@ -34,8 +34,8 @@ from router.policy import (
     PolicyEngine,
     PolicyError,
     RequestContext,
-    WhatIfReport,
     UnknownModelOrRoute,
+    WhatIfReport,
     compile_policy,
     explain,
     list_presets,
@@ -120,12 +120,12 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
     @router.post("/explain", summary="Every candidate deployment, allowed or denied, and why")
     def post_explain(body: ExplainIn, _caller: AuditCaller) -> dict[str, Any]:
         table = current_table()
-        context = RequestContext(
-            classification=body.classification or "public",
-            purpose=body.purpose,
-            caller_region=body.caller_region,
-        )
         try:
+            context = RequestContext(
+                classification=body.classification or "public",
+                purpose=body.purpose,
+                caller_region=body.caller_region,
+            )
             result = explain(
                 table.engine,
                 table.snapshot,
@@ -136,17 +136,25 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
             )
         except UnknownModelOrRoute as error:
             raise NotFound(str(error), param="model", code="model_not_found") from None
+        except ValueError as error:  # an unknown classification label
+            raise BadRequest(str(error), param="classification") from None
         return result.to_dict()
 
     @router.post("/what-if", summary="Replay recorded decisions under a draft policy")
     def post_what_if(body: WhatIfIn, session: SessionDep, _caller: AuditCaller) -> dict[str, Any]:
         _compile(body.format, body.source)
         recorded = list_decisions(
-            session=session, tenant_id=body.tenant, since=body.since, until=body.until,
+            session=session,
+            tenant_id=body.tenant,
+            since=body.since,
+            until=body.until,
             limit=body.last,
         )
         draft = PolicySnap(DRAFT_VERSION, "draft", body.format, body.source)
-        report = what_if(current_table().snapshot, draft, list(reversed(recorded)))
+        try:
+            report = what_if(current_table().snapshot, draft, list(reversed(recorded)))
+        except PolicyError as error:
+            raise BadRequest(f"Cannot replay the recorded decisions: {error}") from None
         return _what_if_dict(report)
 
     @router.post("/policy-tests", summary="Run a policy test file")
@@ -157,7 +165,9 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
             _compile(body.policy.format, body.policy.source)
             policy = PolicySnap(DRAFT_VERSION, "draft", body.policy.format, body.policy.source)
         try:
-            report = run_policy_tests(lambda: PolicyEngine.build(table.snapshot, policy), body.tests)
+            report = run_policy_tests(
+                lambda: PolicyEngine.build(table.snapshot, policy), body.tests
+            )
         except PolicyError as error:
             raise BadRequest(str(error), param="tests") from None
         return {
@@ -174,7 +184,9 @@ def _compile(format: str, source: str) -> CompiledPolicy:
     try:
         return compile_policy(format, source)
     except PolicyError as error:
-        raise BadRequest(f"Invalid policy: {error}", param="source", code="policy_invalid") from None
+        raise BadRequest(
+            f"Invalid policy: {error}", param="source", code="policy_invalid"
+        ) from None
 
 
 def _what_if_dict(report: WhatIfReport) -> dict[str, Any]:

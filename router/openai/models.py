@@ -45,7 +45,9 @@ def describe(
         "developer_countries": sorted(
             {snapshot.orgs[d].hq_country or "unknown" for d in developers if d in snapshot.orgs}
         ),
-        "lineage_developer_countries": sorted({c for p in provenance for c in p.developer_countries}),
+        "lineage_developer_countries": sorted(
+            {c for p in provenance for c in p.developer_countries}
+        ),
         "effective_licenses": sorted({lic for p in provenance for lic in p.licenses}),
         "deployment_locations": sorted({d.location_country or "unknown" for d in allowed}),
         "deployments": [d.id for d in allowed],

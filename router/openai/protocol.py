@@ -66,7 +66,12 @@ def parse_body(raw: bytes, operation: Operation) -> ParsedRequest:
 
 
 def stricter_classification(requested: str | None, tenant_default: str) -> str:
-    """The request may tighten the tenant's default classification, never loosen it."""
+    """The request may tighten the tenant's default classification, never loosen it.
+
+    A tenant default that is not a known label counts as the strictest (fail closed), as in
+    the policy engine; passing it on unchanged would make every such request fail."""
+    if tenant_default not in CLASSIFICATIONS:
+        tenant_default = CLASSIFICATIONS[-1]
     if requested is None:
         return tenant_default
     if requested not in CLASSIFICATIONS:
@@ -76,5 +81,4 @@ def stricter_classification(requested: str | None, tenant_default: str) -> str:
             param="X-Data-Classification",
         )
     rank = CLASSIFICATIONS.index
-    default_rank = rank(tenant_default) if tenant_default in CLASSIFICATIONS else 0
-    return requested if rank(requested) >= default_rank else tenant_default
+    return requested if rank(requested) >= rank(tenant_default) else tenant_default

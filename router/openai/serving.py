@@ -7,11 +7,14 @@ classes per request (measured on this machine: a FastAPI route costs ~45 % of no
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from adapters.base import UpstreamError, UpstreamHTTPError, UpstreamResponse
@@ -21,7 +24,9 @@ from router.errors import (
     AuthenticationFailed,
     BadRequest,
     GatewayError,
+    InternalError,
     NotFound,
+    PayloadTooLarge,
     PermissionDenied,
     UpstreamFailed,
 )
@@ -29,13 +34,15 @@ from router.gateway import Gateway
 from router.openai.models import model_list, one_model
 from router.openai.protocol import OPERATIONS, Operation, stricter_classification
 from router.openai.protocol import parse_body as parse_request
-from router.policy import RequestContext
+from router.policy import CandidateDecision, RequestContext
 from router.routing import AttemptLog, attempt_in_order, plan, policy_denied
 from router.table import RoutingTable
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+log = logging.getLogger("provenance_router")
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 JSON = b"application/json"
@@ -53,25 +60,42 @@ class Exchange:
     model: str | None = None
     action: str | None = None
     context: RequestContext | None = None
-    decisions: list[dict[str, Any]] = field(default_factory=list)
+    decisions: tuple[CandidateDecision, ...] = ()
     log: AttemptLog = field(default_factory=AttemptLog)
     chosen: str | None = None
-    status: str = "error"
+    status: str = "ok"
+    responded: bool = False  # the response has started: no error response can follow
     http_status: int = 500
     error_code: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
+    latency_ms: float = 0.0
+    finished_at: datetime | None = None
+
+    def finish(self) -> None:
+        self.latency_ms = round((time.perf_counter() - self.started) * 1000, 3)
+        self.finished_at = datetime.now(UTC)
 
     def audit_row(self) -> dict[str, Any]:
+        """The RoutingDecision row; built by the audit writer, off the request path."""
         snapshot = self.table.snapshot
         return {
             "request_id": self.request_id,
+            "created_at": self.finished_at,
             "tenant_id": self.key.tenant_id if self.key else None,
             "key_id": self.key.id if self.key else None,
             "requested_model": self.model,
             "route": self.model if self.model in snapshot.routes else None,
-            "action": self.action,
+            "action": self.action or "unknown",
             "context": _context_dict(self.context),
-            "candidates": self.decisions,
+            "candidates": [
+                {
+                    "deployment": d.deployment_id,
+                    "allowed": d.allowed,
+                    "rule_ids": list(d.rule_ids),
+                    "reasons": list(d.reasons),
+                }
+                for d in self.decisions
+            ],
             "chosen_deployment": self.chosen,
             "attempts": [
                 {"deployment": a.deployment_id, "outcome": a.outcome, "latency_ms": a.latency_ms}
@@ -82,7 +106,7 @@ class Exchange:
             "status": self.status,
             "http_status": self.http_status,
             "error_code": self.error_code,
-            "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
+            "latency_ms": self.latency_ms,
             "prompt_tokens": self.usage.get("prompt_tokens"),
             "completion_tokens": self.usage.get("completion_tokens"),
             "total_tokens": self.usage.get("total_tokens"),
@@ -90,20 +114,32 @@ class Exchange:
 
 
 async def serve_v1(gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one ``/v1`` request. Every request but a successful model listing leaves an audit
+    row, including those refused before routing (bad key, bad JSON)."""
     exchange = Exchange("req_" + uuid.uuid4().hex, time.perf_counter(), gateway.table)
     try:
         await _dispatch(gateway, exchange, scope, receive, send)
     except GatewayError as error:
-        exchange.status = "denied" if error.status == 403 else "error"
-        exchange.http_status, exchange.error_code = error.status, error.error_code
-        await _send_error(send, exchange, error.status, error.body())
+        await _fail(send, exchange, error.status, error.error_code, error.body())
     except UpstreamHTTPError as error:  # non-transient: see _client_status
         status = _client_status(error)
-        exchange.http_status, exchange.error_code = status, "upstream_rejected"
-        await _send_error(send, exchange, status, _as_envelope(error, status))
+        await _fail(send, exchange, status, "upstream_rejected", _as_envelope(error, status))
+    except Exception:
+        if exchange.responded:  # mid-stream: nothing can be said any more; uvicorn closes
+            raise
+        log.exception("request %s failed inside the gateway", exchange.request_id)
+        internal = InternalError(f"The gateway failed to serve request {exchange.request_id}.")
+        await _fail(send, exchange, internal.status, internal.error_code, internal.body())
     finally:
-        if exchange.model is not None:
-            gateway.audit.record(exchange.audit_row())
+        if exchange.action != "list" or exchange.status != "ok":
+            exchange.finish()
+            gateway.audit.record(exchange)
+
+
+async def _fail(send: Send, exchange: Exchange, status: int, code: str | None, body: bytes) -> None:
+    exchange.status = "denied" if status == 403 else "error"
+    exchange.http_status, exchange.error_code = status, code
+    await _send_error(send, exchange, status, body)
 
 
 async def _dispatch(
@@ -114,17 +150,20 @@ async def _dispatch(
     if operation is None and path != "/v1/models" and not path.startswith("/v1/models/"):
         raise NotFound(f"Invalid URL ({method} {path}).", code="unknown_url")
     headers = dict(scope["headers"])
+    exchange.action = operation.action if operation else "list"
     exchange.key = authenticate(exchange.table, headers.get(b"authorization"))
     if operation is None:
         await _serve_models(gateway, exchange, path, method, headers, send)
         return
     if method != "POST":
-        raise BadRequest(f"Invalid method {method} for {path}; use POST.", code="method_not_allowed")
+        raise BadRequest(
+            f"Invalid method {method} for {path}; use POST.", code="method_not_allowed"
+        )
     await _serve_operation(gateway, exchange, operation, headers, receive, send)
 
 
 def authenticate(table: RoutingTable, authorization: bytes | None) -> KeySnap:
-    if not authorization or not authorization.startswith(b"Bearer "):
+    if not authorization or authorization[:7].lower() != b"bearer ":  # scheme: any case
         raise AuthenticationFailed(
             "You didn't provide an API key. Send it as `Authorization: Bearer <key>`."
         )
@@ -136,7 +175,9 @@ def authenticate(table: RoutingTable, authorization: bytes | None) -> KeySnap:
     return key
 
 
-def request_context(table: RoutingTable, key: KeySnap, headers: dict[bytes, bytes]) -> RequestContext:
+def request_context(
+    table: RoutingTable, key: KeySnap, headers: dict[bytes, bytes]
+) -> RequestContext:
     tenant = table.snapshot.tenants.get(key.tenant_id)
     default = tenant.default_classification if tenant else "internal"
     requested = headers.get(b"x-data-classification")
@@ -162,7 +203,7 @@ async def _serve_operation(
     assert key is not None
     raw = await read_body(receive)
     request = parse_request(raw, operation)
-    exchange.model, exchange.action = request.model, operation.action
+    exchange.model = request.model
     exchange.context = request_context(table, key, headers)
     routed = plan(
         table,
@@ -173,11 +214,7 @@ async def _serve_operation(
         health=gateway.health,
         rng=gateway.rng,
     )
-    exchange.decisions = [
-        {"deployment": d.deployment_id, "allowed": d.allowed, "rule_ids": list(d.rule_ids),
-         "reasons": list(d.reasons)}
-        for d in routed.decisions
-    ]
+    exchange.decisions = routed.decisions
     if not routed.ordered:
         raise policy_denied(request.model, routed.decisions, table.policy_version)
 
@@ -200,7 +237,7 @@ async def _serve_operation(
     if response.chunks is None:
         await _relay_body(exchange, response, send)
     else:
-        await _relay_stream(exchange, response, send)
+        await _relay_stream(exchange, response, send, receive)
 
 
 def _response_headers(exchange: Exchange, content_type: bytes) -> list[tuple[bytes, bytes]]:
@@ -225,26 +262,43 @@ async def _relay_body(exchange: Exchange, response: UpstreamResponse, send: Send
     exchange.usage = _usage(body[-512:])
 
 
-async def _relay_stream(exchange: Exchange, response: UpstreamResponse, send: Send) -> None:
+async def _relay_stream(
+    exchange: Exchange, response: UpstreamResponse, send: Send, receive: Receive
+) -> None:
     """Relay SSE bytes as they arrive. After the first byte nothing is retried: a failing
-    backend ends the stream with an SSE error event and ``[DONE]``, never a silent cut."""
+    backend ends the stream with an SSE error event and ``[DONE]``, never a silent cut. A client
+    that goes away closes the upstream at once (a model stops generating for nobody)."""
     assert response.chunks is not None
     headers = _response_headers(exchange, response.content_type.encode("latin-1"))
     headers.append((b"cache-control", b"no-cache"))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    exchange.status, exchange.http_status = "ok", response.status
+    exchange.status, exchange.http_status, exchange.responded = "ok", response.status, True
+    watcher = asyncio.get_running_loop().create_task(_close_on_disconnect(receive, response))
     previous = last = b""
     try:
         async for chunk in response.chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             previous, last = last, chunk
     except UpstreamError as error:
+        if watcher.done():  # we closed the upstream because the client left
+            return
         exchange.status, exchange.error_code = "stream_error", "upstream_stream_error"
         failure = UpstreamFailed(f"The backend failed mid-stream: {error}")
         frame = b"event: error\ndata: " + failure.body() + b"\n\ndata: [DONE]\n\n"
         await send({"type": "http.response.body", "body": frame, "more_body": True})
+    finally:
+        watcher.cancel()
+        exchange.usage = _usage(previous + last)
+        if watcher.done() and not watcher.cancelled():
+            exchange.status, exchange.error_code = "client_disconnected", "client_disconnected"
     await send({"type": "http.response.body", "body": b""})
-    exchange.usage = _usage(previous + last)
+
+
+async def _close_on_disconnect(receive: Receive, response: UpstreamResponse) -> None:
+    """The request body is fully read, so the next ASGI message is the client going away."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    await response.aclose()
 
 
 def _usage(tail: bytes) -> dict[str, int]:
@@ -280,7 +334,7 @@ async def read_body(receive: Receive) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise BadRequest(f"Request body larger than {MAX_BODY_BYTES} bytes.")
+            raise PayloadTooLarge(f"Request body larger than {MAX_BODY_BYTES} bytes.")
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
@@ -309,7 +363,9 @@ def _as_envelope(error: UpstreamHTTPError, status: int) -> bytes:
         return error.body
     text = error.body.decode("utf-8", "replace")[:2000]
     if status == 502:
-        return UpstreamFailed(f"Deployment {error.deployment_id} answered {error.status}: {text}").body()
+        return UpstreamFailed(
+            f"Deployment {error.deployment_id} answered {error.status}: {text}"
+        ).body()
     return BadRequest(text or str(error)).body()
 
 

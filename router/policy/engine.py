@@ -21,11 +21,11 @@ import cedarpy
 
 from registry.snapshot import DeploymentSnap, PolicySnap, RegistrySnapshot, TenantSnap
 from router.policy.compiler import DEFAULT_POLICY_SOURCE, CompiledPolicy, compile_policy
-from router.policy.conditions import DecisionInput
 from router.policy.context import RequestContext
 from router.policy.entities import RegistryEntities, build_registry_entities, uid
 from router.policy.reasons import decision_reasons
 from router.policy.schema import ACTION_TYPE, ACTIONS, DEPLOYMENT_TYPE, TENANT_TYPE, parsed_schema
+from router.policy.specs import DecisionInput
 
 DEFAULT_POLICY_VERSION = 0  # the version recorded when no policy has been saved yet
 CACHE_SIZE = 100_000  # decisions kept per engine; purpose/caller_region are free text
@@ -66,14 +66,11 @@ class PolicyEngine:
         """Compile ``policy`` (None: the default policy) and load ``snapshot``, once."""
         if policy is None:
             compiled = compile_policy("yaml", DEFAULT_POLICY_SOURCE)
-            return cls(
-                policy=compiled,
-                entities=build_registry_entities(snapshot),
-                policy_version=DEFAULT_POLICY_VERSION,
-            )
-        compiled = compile_policy(policy.format, policy.source)
+        else:
+            compiled = compile_policy(policy.format, policy.source)
+        version = policy.version if policy else DEFAULT_POLICY_VERSION
         entities = build_registry_entities(snapshot)
-        return cls(policy=compiled, entities=entities, policy_version=policy.version)
+        return cls(policy=compiled, entities=entities, policy_version=version)
 
     def decide(
         self, *, tenant_id: str, action: str, deployment_id: str, context: RequestContext

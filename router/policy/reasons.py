@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from router.policy.conditions import Condition, DecisionInput
+from router.policy.conditions import Condition
 from router.policy.rules import Rule
+from router.policy.specs import DecisionInput
 
 DEFAULT_DENY = "denied by default: no rule permits this deployment"
 

@@ -42,19 +42,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-import yaml
-
-from router.policy.conditions import (
-    CONDITIONS,
-    CONFIDENCE_NAMES,
-    Condition,
-    DecisionInput,
-    MinConfidence,
-    Role,
-    cedar_str,
-    parse_condition,
-)
+from router.policy.conditions import CONDITIONS, Condition, parse_condition
 from router.policy.errors import PolicyInvalid
+from router.policy.specs import CONFIDENCE_NAMES, DecisionInput, MinConfidence, Role, cedar_str
 
 Effect = Literal["permit", "forbid"]
 RULE_KINDS = ("deny", "allow_only", "allow", "allow_unreviewed")
@@ -192,8 +182,18 @@ def _split(
 
 def _comment(kind: str, description: str, body: object) -> str:
     """The rule as written, kept above its Cedar policy for whoever reads the Cedar."""
-    written = yaml.safe_dump(body, default_flow_style=True, sort_keys=False, width=1000)
-    return "\n".join(filter(None, [description, f"{kind}: {written.strip()}"]))
+    return "\n".join(filter(None, [description, f"{kind}: {_flow(body)}"]))
+
+
+def _flow(value: object) -> str:
+    """YAML flow style, for comments: ``{tenant: [eu-*], location_eea: false}``."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {_flow(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(item) for item in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _deny(rule_id: str, description: str, conditions: tuple[Condition, ...], body: object) -> Rule:
@@ -234,7 +234,7 @@ def _allow_unreviewed(
 ) -> Rule:
     """Permit these tenants these under_review models/deployments (an exception to
     ``baseline-unreviewed``); only tenant, action, model and deployment may be used."""
-    keys = {c.key for c in conditions}
+    keys = {str(key) for key in body} if isinstance(body, dict) else set()
     if extra := sorted(keys - UNREVIEWED_KEYS):
         raise PolicyInvalid(
             f"rule {rule_id!r}: allow_unreviewed takes only tenant, action, model and "

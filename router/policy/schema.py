@@ -112,7 +112,7 @@ DEPLOYMENT_ATTRIBUTES: tuple[Attribute, ...] = (
     _opt("state_affiliated", "Bool", "any lineage developer state-affiliated"),
     _req("governance_confidence", "String", "claim behind lineage governance"),
     # Effective licenses: the declared license plus every inherited ancestor license.
-    _req("effective_licenses", "Set<String>", "license ids that really apply to the weights"),
+    _req("effective_licenses", "Set<String>", "known licenses that apply to the weights"),
     _req("license_confidence", "String", "weakest claim behind them"),
     _opt("license_osi_approved", "Bool", "every effective license OSI"),
     _opt("license_osi_any", "Bool", "some effective license OSI"),

@@ -68,14 +68,18 @@ class WhatIfReport:
 def what_if(
     snapshot: RegistrySnapshot, draft: PolicySnap, recorded: Sequence[Mapping[str, Any]]
 ) -> WhatIfReport:
-    """Which recorded requests would the draft policy decide differently?"""
+    """Which recorded requests would the draft policy decide differently?
+
+    Records without candidates (refused before routing: bad key, unknown model, bad JSON) had
+    no policy decision to replay and are skipped; ``examined`` counts the replayed ones."""
     engine = PolicyEngine.build(snapshot, draft)
+    routed = [record for record in recorded if record.get("candidates")]
     changes = []
-    for index, record in enumerate(recorded):
+    for index, record in enumerate(routed):
         change = _replay(engine, index, record)
         if change is not None:
             changes.append(change)
-    return WhatIfReport(draft.version, snapshot.version, len(recorded), tuple(changes))
+    return WhatIfReport(draft.version, snapshot.version, len(routed), tuple(changes))
 
 
 def _replay(engine: PolicyEngine, index: int, record: Mapping[str, Any]) -> WhatIfChange | None:

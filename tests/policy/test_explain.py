@@ -135,7 +135,16 @@ def test_what_if_with_unchanged_outcomes_reports_nothing() -> None:
 def test_what_if_rejects_malformed_records() -> None:
     draft = PolicySnap(version=2, name="draft", format="yaml", source="rules: []")
     with pytest.raises(PolicyError, match="recorded decision #0"):
-        what_if(world(), draft, [{"tenant_id": "acme"}])
+        what_if(world(), draft, [{"tenant_id": "acme", "candidates": [{"allowed": True}]}])
+    with pytest.raises(PolicyError, match="recorded decision #0"):
+        what_if(world(), draft, [{"candidates": [{"deployment": "smollm2-local"}]}])
+
+
+def test_what_if_skips_requests_refused_before_routing() -> None:
+    draft = PolicySnap(version=2, name="draft", format="yaml", source="rules: []")
+    refused = [{"tenant_id": None, "candidates": []}, {"tenant_id": "acme", "candidates": []}]
+    report = what_if(world(), draft, refused)
+    assert (report.examined, report.changes) == (0, ())
 
 
 # ---------------------------------------------------------------------------- policy test

@@ -197,13 +197,16 @@ def test_policy_core_properties(
 ) -> None:
     engine = PolicyEngine.build(snap, PolicySnap(1, "p", "yaml", json.dumps(policy)))
     deployments = list(snap.deployments.values())
-    for tenant_id in TENANTS:
-        decisions = eligible_deployments(
+    seam = {
+        tenant_id: eligible_deployments(
             engine, tenant_id=tenant_id, action="infer", context=context, candidates=deployments
         )
-        # (a) exactly Cedar's verdict, so never allowed where Cedar denies.
-        cedar = _cedar_allows(engine, [(tenant_id, d.id, context) for d in deployments])
-        assert [d.allowed for d in decisions] == cedar
+        for tenant_id in TENANTS
+    }
+    # (a) exactly Cedar's verdict, so never allowed where Cedar denies.
+    cedar = _cedar_allows(engine, [(t, d.id, context) for t in TENANTS for d in deployments])
+    assert [d.allowed for t in TENANTS for d in seam[t]] == cedar
+    for tenant_id, decisions in seam.items():
         _assert_explain_agrees(engine, snap, tenant_id, context, decisions)
         _assert_country_denies_hold(snap, policy, decisions)
         _assert_context_only_tightens(engine, tenant_id, context, deployments)

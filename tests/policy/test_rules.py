@@ -135,6 +135,10 @@ def test_unknown_rule_key_is_rejected_naming_the_rule() -> None:
             "rules: [{id: x, allow_unreviewed: {tenant: [a], model: [m], hosting: [on_prem]}}]",
             "not 'hosting'",
         ),
+        (
+            "rules: [{id: x, allow_unreviewed: {tenant: a, model: m, min_confidence: verified}}]",
+            "not 'min_confidence'",
+        ),
         ("rules: [{id: x, deny: {classification: [public]}}]", "every level above"),
         ("rules: [{id: x, allow: {classification: [restricted]}}]", "every level below"),
         ("ruls: []", "unknown top-level key 'ruls'"),

@@ -16,6 +16,7 @@ from registry.db import session_scope
 from registry.service import (
     ConflictError,
     list_changes,
+    load_snapshot,
     read_one,
     registry_version,
     write_transaction,
@@ -96,3 +97,35 @@ def test_concurrent_writers_get_consecutive_versions(seeded: Engine, writers: in
     assert sorted(outcomes) == list(range(2, writers + 2)), outcomes
     with session_scope(seeded) as session:
         assert registry_version(session=session) == writers + 1
+
+
+def test_snapshots_are_consistent_while_writers_commit(seeded: Engine) -> None:
+    """An organization and a tenant (different tables, read by different statements) are
+    renamed together in each transaction; every snapshot must see both from the same one."""
+    writes = 30
+    done = threading.Event()
+
+    def write_all() -> None:
+        try:
+            for i in range(writes):
+                with write_transaction(engine=seeded, actor="writer") as writer:
+                    writer.update("organization", "meta", {"name": f"n{i}"}, expected_version=None)
+                    writer.update("tenant", "product-x", {"name": f"n{i}"}, expected_version=None)
+        finally:
+            done.set()
+
+    def read_until_done() -> list[tuple[int, str, str]]:
+        seen = []
+        while not done.is_set():
+            with session_scope(seeded) as session:
+                snapshot = load_snapshot(session=session)
+            seen.append(
+                (snapshot.version, snapshot.orgs["meta"].name, snapshot.tenants["product-x"].name)
+            )
+        return seen
+
+    outcomes = race(seeded, [write_all, read_until_done])
+    assert outcomes[0] is None, outcomes[0]
+    written = [(version, org, tenant) for version, org, tenant in outcomes[1] if version > 1]
+    assert written, "no snapshot saw a write: the test proved nothing"
+    assert all(org == tenant == f"n{version - 2}" for version, org, tenant in written), written

@@ -486,6 +486,28 @@ def test_key_is_created_from_its_env_var_and_authenticates(engine: Engine) -> No
     assert found is not None and found["id"] == "ci-bot" and found["scopes"] == ["inference"]
 
 
+def test_raw_key_is_stored_nowhere_but_as_its_hash(engine: Engine, registry_state: StateOf) -> None:
+    apply(engine, FULL, actor="test", env=ENV)
+
+    everything = repr(registry_state(engine))  # every entity and every change-log row
+
+    assert RAW_KEY not in everything
+    assert hash_key(RAW_KEY) not in everything  # not even the hash leaves through reads
+
+
+def test_a_short_key_is_refused_without_echoing_it(engine: Engine, registry_state: StateOf) -> None:
+    before = registry_state(engine)
+    short = "pr-short-0123"
+
+    with pytest.raises(RegistryError) as raised:
+        apply(engine, FULL, actor="test", env={"CI_BOT_KEY": short})
+
+    message = describe_error(raised.value)
+    assert "at least 24 characters" in message and short not in message
+    assert f"line {line_of(FULL, '- id: ci-bot')}: api_keys[ci-bot]" in message
+    assert registry_state(engine) == before
+
+
 def test_existing_key_is_updated_but_never_rekeyed(engine: Engine) -> None:
     apply(engine, FULL, actor="test", env=ENV)
     wider = FULL.replace("scopes: [inference]", "scopes: [inference, compliance]")

@@ -166,7 +166,7 @@ class RunningGateway:
         key = key or self.keys["apps"]
         client = self.clients.get(key)
         if client is None:
-            client = OpenAI(base_url=self.v1, api_key=key, max_retries=0, timeout=30.0)
+            client = OpenAI(base_url=self.v1, api_key=key, max_retries=0, timeout=60.0)
             self.clients[key] = client
         return client
 
@@ -175,7 +175,7 @@ class RunningGateway:
             client.close()
 
     def async_openai(self, key: str | None = None, **options: Any) -> AsyncOpenAI:
-        options.setdefault("timeout", 30.0)
+        options.setdefault("timeout", 60.0)
         return AsyncOpenAI(
             base_url=self.v1, api_key=key or self.keys["apps"], max_retries=0, **options
         )

@@ -195,6 +195,49 @@ def test_upstream_model_name_replaces_model_and_keeps_other_fields(
     assert received["repetition_penalty"] == 1.1 and received["messages"] == PROMPT
 
 
+# --- admin API writes are served at once --------------------------------------------------------
+
+
+def test_admin_api_registration_is_routable_immediately(
+    gateway_factory: Callable[..., RunningGateway], up: FakeUpstream
+) -> None:
+    """An admin write reloads the routing table before it answers: no wait for the poller
+    (this gateway's poller would take an hour)."""
+    gw = gateway_factory(snapshot_poll_s=3600, seeded=False)
+    tenant, dep, route = "adm", "adm-ca", "adm-route"
+    admin = {"Authorization": f"Bearer {gw.admin_key}"}
+    with httpx.Client(base_url=gw.url, headers=admin, timeout=30.0) as http:
+        for path, body in [
+            ("/admin/organizations", {"id": "acme", "name": "Acme", "hq_country": "US"}),
+            ("/admin/licenses", {"id": "Apache-2.0", "name": "Apache License 2.0"}),
+            (
+                "/admin/models",
+                {
+                    "id": "acme/alpha",
+                    "developer": "acme",
+                    "license": "Apache-2.0",
+                    "review_status": "approved",
+                },
+            ),
+            ("/admin/tenants", {"id": tenant, "name": "Admin-made"}),
+            ("/admin/deployments", deployment(dep, up.base_url, location_country="CA")),
+            ("/admin/routes", {"name": route, "candidates": [dep]}),
+        ]:
+            assert http.post(path, json=body).status_code == 201, path
+        created = http.post(
+            "/admin/api-keys",
+            json={"id": f"{tenant}-key", "tenant": tenant, "scopes": ["inference"]},
+        )
+        assert created.status_code == 201
+        key = created.json()["key"]
+        assert key not in http.get(f"/admin/api-keys/{tenant}-key").text  # shown once only
+    raw = gw.openai(key).chat.completions.with_raw_response.create(model=route, messages=PROMPT)
+    assert raw.headers["x-provenance-deployment"] == dep
+    assert raw.headers["x-provenance-location"] == "CA/us-east-1"
+    assert raw.headers["x-provenance-developer-country"] == "US"
+    assert gw.decision(raw.headers["x-request-id"])["tenant_id"] == tenant
+
+
 # --- /v1/models -------------------------------------------------------------------------------
 
 
@@ -341,6 +384,33 @@ def test_wrong_method_is_400(gw: RunningGateway) -> None:
     with gw.http() as http:
         response = http.get("/v1/chat/completions")
     assert_envelope(response, 400, type="invalid_request_error", code="method_not_allowed")
+
+
+def test_auth_scheme_is_case_insensitive(gw: RunningGateway) -> None:
+    with httpx.Client(base_url=gw.url) as http:
+        response = http.post(
+            "/v1/chat/completions",
+            json={"model": "chat", "messages": PROMPT},
+            headers={"Authorization": f"bearer {gw.keys['apps']}"},  # RFC 7235: any case
+        )
+    assert response.status_code == 200, response.text
+
+
+def test_unknown_tenant_default_classification_fails_closed(gw: RunningGateway) -> None:
+    """A tenant whose default label is not a known one is treated as `restricted`, not as a
+    crash (500 text/plain) and not as `public`."""
+    tenant = uid("odd")
+    with gw.write() as w:
+        w.create("tenant", {"id": tenant, "default_classification": "secret"})
+        _, key = w.create_api_key(id=f"{tenant}-key", tenant=tenant, scopes=["inference"])
+    client = gw.openai(key)
+    for headers in ({}, {"X-Data-Classification": "public"}):
+        raw = client.chat.completions.with_raw_response.create(
+            model="chat", messages=PROMPT, extra_headers=headers
+        )
+        assert raw.status_code == 200
+        context = gw.decision(raw.headers["x-request-id"])["context"]
+        assert context["classification"] == "restricted"
 
 
 def test_bad_data_classification_is_400(gw: RunningGateway, up: FakeUpstream) -> None:

@@ -7,6 +7,7 @@ decide which one serves — and the headers and audit row say so.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -65,32 +66,39 @@ def gw(
     return gw
 
 
-def answer(gw: RunningGateway, key: str | None = None) -> str:
-    completion = gw.openai(key).chat.completions.create(
-        model=LOCAL_ROUTE, messages=PROMPT, temperature=0, max_tokens=12, seed=1
-    )
+def answer(gw: RunningGateway, model: str = LOCAL_ROUTE) -> str:
+    completion = gw.openai().chat.completions.create(**request(model))
     content = completion.choices[0].message.content
     assert content
     return content
 
 
-def test_chat_is_deterministic_at_temperature_zero(gw: RunningGateway) -> None:
-    assert answer(gw) == answer(gw)
+def request(model: str = LOCAL_ROUTE) -> dict[str, Any]:
+    """The same greedy request every time (the machine may be busy: keep it short)."""
+    return {"model": model, "messages": PROMPT, "temperature": 0, "max_tokens": 8, "seed": 1}
+
+
+@pytest.fixture(scope="module")
+def reference(gw: RunningGateway) -> str:
+    """The answer to ``request()``, computed once for the module."""
+    return answer(gw)
+
+
+def test_chat_is_deterministic_at_temperature_zero(gw: RunningGateway, reference: str) -> None:
+    assert answer(gw) == reference
 
 
 @pytest.mark.anyio
-async def test_async_sdk_gives_the_same_answer(gw: RunningGateway) -> None:
+async def test_async_sdk_gives_the_same_answer(gw: RunningGateway, reference: str) -> None:
     client = gw.async_openai()
-    completion = await client.chat.completions.create(
-        model=LOCAL_ROUTE, messages=PROMPT, temperature=0, max_tokens=12, seed=1
-    )
+    completion = await client.chat.completions.create(**request())
     await client.close()
-    assert completion.choices[0].message.content == answer(gw)
+    assert completion.choices[0].message.content == reference
 
 
-def test_stream_relays_the_same_answer(gw: RunningGateway) -> None:
+def test_stream_relays_the_same_answer(gw: RunningGateway, reference: str) -> None:
     with gw.openai().chat.completions.with_streaming_response.create(
-        model=LOCAL_ROUTE, messages=PROMPT, temperature=0, max_tokens=12, seed=1, stream=True
+        **request(), stream=True
     ) as response:
         assert response.headers["x-provenance-deployment"] == LOCAL_DEPLOYMENT
         chunks = list(response.parse())
@@ -98,7 +106,7 @@ def test_stream_relays_the_same_answer(gw: RunningGateway) -> None:
         c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
     ]
     assert len(pieces) > 1  # really streamed, not one blob
-    assert "".join(pieces) == answer(gw)
+    assert "".join(pieces) == reference
 
 
 def test_local_provenance_headers_and_audit(gw: RunningGateway) -> None:
@@ -145,15 +153,11 @@ def test_models_lists_the_local_model_with_provenance(gw: RunningGateway) -> Non
     assert eu["smol-pair"]["deployment_locations"] == ["DE"]
 
 
-def test_priority_picks_the_first_of_two_local_servers(
-    gw: RunningGateway, second_server: LocalModelServer
-) -> None:
-    raw = gw.openai().chat.completions.with_raw_response.create(
-        model="smol-pair", messages=PROMPT, temperature=0, max_tokens=12, seed=1
-    )
+def test_priority_picks_the_first_of_two_local_servers(gw: RunningGateway, reference: str) -> None:
+    raw = gw.openai().chat.completions.with_raw_response.create(**request("smol-pair"))
     assert raw.headers["x-provenance-deployment"] == "local-fr"
     assert raw.headers["x-provenance-location"] == "FR/paris"
-    assert raw.parse().choices[0].message.content == answer(gw)  # same weights, same answer
+    assert raw.parse().choices[0].message.content == reference  # same weights, same answer
     row = gw.decision(raw.headers["x-request-id"])
     assert row["chosen_deployment"] == "local-fr"
     assert [c["allowed"] for c in row["candidates"]] == [True, True]

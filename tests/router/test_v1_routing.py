@@ -241,6 +241,27 @@ def test_stalled_stream_times_out_with_an_error_event(
     assert second.calls == 0
 
 
+def test_client_disconnect_mid_stream_releases_the_upstream(
+    gw: RunningGateway, upstreams: Callable[..., FakeUpstream]
+) -> None:
+    slow = upstreams(stream_chunks=4)
+    slow.stall_mid_stream_after = 1  # the upstream keeps the stream open, silent
+    route = make_route(gw, [(uid("slow"), slow.base_url, {"timeout_s": 3.0})])
+    with (
+        gw.http() as http,
+        http.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={"model": route, "messages": PROMPT, "stream": True},
+        ) as response,
+    ):
+        request_id = response.headers["x-request-id"]
+        next(response.iter_raw())  # the first frame arrived; the client goes away
+    row = gw.decision(request_id)
+    assert row["latency_ms"] < 1500  # released at the disconnect, not at the 3 s timeout
+    assert row["status"] == "client_disconnected"
+
+
 # --- circuit breaker ------------------------------------------------------------------------
 
 
