@@ -57,25 +57,29 @@ def ancestors(models: Mapping[str, ModelSnap], model_id: str) -> tuple[str, ...]
 def find_cycle(edges: Mapping[str, tuple[str, ...]]) -> tuple[str, ...] | None:
     """Return one cycle (as a path that starts and ends at the same model) or None.
 
-    ``edges`` maps a model id to its parent ids; used to reject a write before it lands."""
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    path: list[str] = []
-
-    def visit(node: str) -> tuple[str, ...] | None:
-        state[node] = 1
-        path.append(node)
-        for parent in edges.get(node, ()):
-            if state.get(parent) == 1:
-                return (*path[path.index(parent) :], parent)
-            if parent not in state and (cycle := visit(parent)):
-                return cycle
-        path.pop()
-        state[node] = 2
-        return None
-
+    ``edges`` maps a model id to its parent ids; used to reject a write before it lands.
+    Iterative depth-first search, so arbitrarily long lineage chains cannot exhaust the stack."""
+    done: set[str] = set()
     for start in edges:
-        if start not in state and (cycle := visit(start)):
-            return cycle
+        if start in done:
+            continue
+        path: list[str] = [start]
+        on_path = {start}
+        pending = [iter(edges.get(start, ()))]
+        while pending:
+            parent = next(pending[-1], None)
+            if parent is None:  # every parent of path[-1] explored
+                finished = path.pop()
+                on_path.discard(finished)
+                done.add(finished)
+                pending.pop()
+                continue
+            if parent in on_path:
+                return (*path[path.index(parent) :], parent)
+            if parent not in done:
+                path.append(parent)
+                on_path.add(parent)
+                pending.append(iter(edges.get(parent, ())))
     return None
 
 

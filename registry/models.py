@@ -79,6 +79,8 @@ Relation = Literal[
 CommercialUse = Literal["yes", "no", "conditional"]
 ChangeOp = Literal["create", "update", "delete"]
 PolicyFormat = Literal["yaml", "cedar"]
+# Data classifications, least to most strict (the policy core ranks them in the same order).
+Classification = Literal["public", "internal", "confidential", "restricted"]
 
 
 def utcnow() -> datetime:
@@ -355,7 +357,7 @@ class RoutePublic(RouteBase, Tracked):
 class TenantBase(SQLModel):
     name: str = ""
     region: str | None = None
-    default_classification: str = "internal"
+    default_classification: Classification = Field(default="internal", sa_type=String)
     attributes: dict[str, str] = Field(default_factory=dict, sa_type=JSONType)
 
 

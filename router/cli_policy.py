@@ -16,12 +16,20 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine
 
+from registry.catalog import catalog_text
 from registry.db import make_engine, migrate, session_scope
-from registry.gitops import apply
-from registry.service import list_decisions, list_policies, load_snapshot, write_transaction
+from registry.gitops import apply, describe_error
+from registry.service import (
+    RegistryError,
+    list_decisions,
+    list_policies,
+    load_snapshot,
+    write_transaction,
+)
 from registry.snapshot import PolicySnap, RegistrySnapshot
 from router.policy import (
     PolicyEngine,
@@ -59,7 +67,12 @@ def _registry(database_url: str | None, registry_file: Path | None) -> Iterator[
     if registry_file is not None:
         engine = make_engine("sqlite://")  # in memory, gone when the command ends
         migrate(engine)
-        apply(engine, registry_file, actor="cli:policy")
+        try:  # the catalog goes under the file, as `apply` does on an empty registry
+            apply(engine, registry_file, actor="cli:policy", bootstrap=catalog_text())
+        except (RegistryError, OSError) as error:
+            engine.dispose()
+            message = describe_error(error) if isinstance(error, RegistryError) else str(error)
+            raise _fail(f"{registry_file}: {message}") from None
     else:
         engine = make_engine(database_url or Settings().database_url)
         migrate(engine)
@@ -85,7 +98,7 @@ def _format(path: Path) -> Literal["yaml", "cedar"]:
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(1)
 
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("provenance_router")
 
 LOCAL_ALIAS = "smollm2"
+VISIBLE_CACHE_MAX = 4096
 
 
 class Gateway:
@@ -144,6 +145,8 @@ class Gateway:
         cache_key = (table.registry_version, table.policy_version, tenant_id, context)
         cached = self._visible.get(cache_key)
         if cached is None:
+            if len(self._visible) >= VISIBLE_CACHE_MAX:  # contexts carry free text (purpose)
+                self._visible.clear()
             cached = self._visible[cache_key] = [
                 describe(table.snapshot, name, allowed)
                 for name, candidates in sorted(table.candidates.items())

@@ -134,3 +134,12 @@ def test_unknown_model_is_incomplete() -> None:
     result = effective_provenance({}, ORGS, LICENSES, "ghost")
     assert not result.complete
     assert result.ancestors == ()
+
+
+def test_find_cycle_handles_chains_deeper_than_the_recursion_limit() -> None:
+    depth = 5000
+    chain = {f"m{i}": (f"m{i + 1}",) for i in range(depth)}
+    assert find_cycle(chain) is None
+    looped = {**chain, f"m{depth}": ("m0",)}
+    cycle = find_cycle(looped)
+    assert cycle is not None and cycle[0] == cycle[-1] and len(cycle) == depth + 2

@@ -12,7 +12,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, text
 from sqlmodel import SQLModel
 
-from registry.db import make_engine, migrate, session_scope
+from registry.db import HEAD_REVISION, current_revision, make_engine, migrate, session_scope
 from registry.keys import hash_key
 from registry.service import insert_decisions, list_decisions, load_snapshot, write_transaction
 from tests.conftest import Database
@@ -70,3 +70,18 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
             assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 30_000
     finally:
         engine.dispose()
+
+
+def test_head_revision_constant_matches_the_migration_scripts(engine: Engine) -> None:
+    """``migrate`` skips alembic when the schema is at HEAD_REVISION: the constant must be
+    alembic's head, and a migrated database must report it."""
+    from importlib.resources import as_file, files
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    with as_file(files("registry").joinpath("migrations")) as script_dir:
+        config = Config()
+        config.set_main_option("script_location", str(script_dir))
+        assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+    assert current_revision(engine) == HEAD_REVISION

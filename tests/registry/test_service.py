@@ -517,3 +517,15 @@ def test_decisions_refuse_unknown_fields(engine: Engine) -> None:
         insert_decisions(engine=engine, rows=[{"request_id": "r"}])
     with session_scope(engine) as session:
         assert list_decisions(session=session) == []
+
+
+def test_tenant_default_classification_must_be_a_known_label(seeded: Engine) -> None:
+    with (
+        pytest.raises(ValidationFailed) as error,
+        write_transaction(engine=seeded, actor="admin") as writer,
+    ):
+        writer.create("tenant", {"id": "odd", "default_classification": "top-secret"})
+    assert error.value.field == "default_classification"
+    with write_transaction(engine=seeded, actor="admin") as writer:
+        created = writer.create("tenant", {"id": "strict", "default_classification": "restricted"})
+    assert created["default_classification"] == "restricted"

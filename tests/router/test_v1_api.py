@@ -15,6 +15,8 @@ import openai
 import orjson
 import pytest
 
+from registry.service import ValidationFailed
+from router.openai.protocol import stricter_classification
 from tests.fakes import FakeUpstream
 from tests.router.conftest import (
     RunningGateway,
@@ -397,20 +399,14 @@ def test_auth_scheme_is_case_insensitive(gw: RunningGateway) -> None:
 
 
 def test_unknown_tenant_default_classification_fails_closed(gw: RunningGateway) -> None:
-    """A tenant whose default label is not a known one is treated as `restricted`, not as a
-    crash (500 text/plain) and not as `public`."""
-    tenant = uid("odd")
-    with gw.write() as w:
-        w.create("tenant", {"id": tenant, "default_classification": "secret"})
-        _, key = w.create_api_key(id=f"{tenant}-key", tenant=tenant, scopes=["inference"])
-    client = gw.openai(key)
-    for headers in ({}, {"X-Data-Classification": "public"}):
-        raw = client.chat.completions.with_raw_response.create(
-            model="chat", messages=PROMPT, extra_headers=headers
-        )
-        assert raw.status_code == 200
-        context = gw.decision(raw.headers["x-request-id"])["context"]
-        assert context["classification"] == "restricted"
+    """The registry refuses an unknown default label; should one reach the router anyway (a row
+    written out of band), it counts as `restricted`, never as `public`."""
+    with pytest.raises(ValidationFailed), gw.write() as w:
+        w.create("tenant", {"id": uid("odd"), "default_classification": "secret"})
+    assert stricter_classification(None, "secret") == "restricted"
+    assert stricter_classification("public", "secret") == "restricted"
+    assert stricter_classification("confidential", "internal") == "confidential"
+    assert stricter_classification("public", "internal") == "internal"
 
 
 def test_bad_data_classification_is_400(gw: RunningGateway, up: FakeUpstream) -> None:
