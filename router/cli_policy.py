@@ -135,7 +135,8 @@ def test_command(
         raise _fail(str(error)) from None
     for result in report.results:
         mark = "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]"
-        console.print(f"{mark} {result.name}" + (f": {result.message}" if result.message else ""))
+        text = result.name + (f": {result.message}" if result.message else "")
+        console.print(f"{mark} {escape(text)}")  # names are the user's text, not markup
     console.print(f"{report.passed} passed, {report.failed} failed")
     if not report.ok:
         raise typer.Exit(1)
@@ -164,8 +165,10 @@ def explain_command(
             tenant_id=tenant,
             model_or_route=model,
             action=action,
-            context=RequestContext(
-                classification=classification, purpose=purpose, caller_region=None
+            context=RequestContext(  # the tenant's region, as live routing passes it
+                classification=classification,
+                purpose=purpose,
+                caller_region=getattr(snapshot.tenants.get(tenant), "region", None),
             ),
         )
     except (PolicyError, ValueError) as error:  # ValueError: unknown classification
@@ -258,7 +261,8 @@ def list_command(database_url: DatabaseUrl = None) -> None:
         policies = list_policies(session=session)
     for policy in policies:
         active = " [green](active)[/green]" if policy.get("active") else ""
-        console.print(f"v{policy['version']} {policy['name']} {policy['format']}{active}")
+        name = escape(policy["name"])  # the user's text, not markup
+        console.print(f"v{policy['version']} {name} {policy['format']}{active}")
 
 
 @policy_app.command()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from tenacity import (
@@ -38,7 +38,7 @@ from router.errors import (
 )
 from router.health import BackendHealth
 from router.policy import CandidateDecision, RequestContext, eligible_deployments
-from router.table import RoutingTable
+from router.table import Candidates, Filtered, RoutingTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,14 +84,33 @@ def plan(
             param="model",
             code="model_not_found",
         )
+    key = (model, tenant_id, action, context)
+    filtered = table.filtered(key)
+    if filtered is None:
+        filtered = table.remember(key, policy_filter(table, resolved, model, key))
+    allowed, decisions = filtered
+    return Plan(tuple(order(allowed, resolved.strategy, health, rng)), decisions)
+
+
+def policy_filter(
+    table: RoutingTable,
+    resolved: Candidates,
+    model: str,
+    key: tuple[str, str, str, RequestContext],
+) -> Filtered:
+    """The enabled candidates the policy allows, and every enabled candidate's decision.
+
+    Depends only on the table (one registry and policy version) and the key, so the result is
+    cached on the table: the same decisions, from the same engine, request after request."""
     enabled = [d for d in resolved.deployments if d.enabled]
     if not enabled:
         raise NoBackendAvailable(f"No deployment of `{model}` is enabled.")
+    _, tenant_id, action, context = key
     decisions = eligible_deployments(
         table.engine, tenant_id=tenant_id, action=action, context=context, candidates=enabled
     )
     allowed = [d for d, decision in zip(enabled, decisions, strict=True) if decision.allowed]
-    return Plan(tuple(order(allowed, resolved.strategy, health, rng)), tuple(decisions))
+    return tuple(allowed), tuple(decisions)
 
 
 def policy_denied(
@@ -145,10 +164,10 @@ async def attempt_in_order(
     A non-transient upstream error (e.g. 400) is raised at once: another backend would say the
     same. When every attempt failed, the last failure is mapped to the client's status."""
     started = time.monotonic()
-    remaining = _available(candidates, health, log)
+    untried = list(reversed(candidates))
 
     async def attempt_next() -> tuple[DeploymentSnap, UpstreamResponse] | None:
-        deployment = next(remaining, None)
+        deployment = _next_available(untried, health, log)
         if deployment is None:
             return None
         timeout_s = min(deployment.timeout_s, deadline_s - (time.monotonic() - started))
@@ -191,14 +210,17 @@ async def _fall_back(
     return None
 
 
-def _available(
-    candidates: Sequence[DeploymentSnap], health: BackendHealth, log: AttemptLog
-) -> Iterator[DeploymentSnap]:
-    for deployment in candidates:
+def _next_available(
+    untried: list[DeploymentSnap], health: BackendHealth, log: AttemptLog
+) -> DeploymentSnap | None:
+    """Pop the next candidate whose circuit lets a request through (checked only when it is
+    its turn: a half-open circuit is claimed only by the attempt that will use it)."""
+    while untried:
+        deployment = untried.pop()
         if health.available(deployment.id):
-            yield deployment
-        else:
-            log.attempts.append(Attempt(deployment.id, "circuit_open"))
+            return deployment
+        log.attempts.append(Attempt(deployment.id, "circuit_open"))
+    return None
 
 
 async def _call_once(

@@ -7,14 +7,25 @@ request sees one consistent version of registry, policy and precomputed headers.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
 
 from adapters.base import BackendTarget
 from registry.lineage import effective_provenance
 from registry.snapshot import DeploymentSnap, KeySnap, RegistrySnapshot, Strategy
-from router.policy import PolicyEngine, candidate_deployments
+from router.policy import (
+    CandidateDecision,
+    PolicyEngine,
+    RequestContext,
+    candidate_deployments,
+)
 
 Headers = tuple[tuple[bytes, bytes], ...]
+CACHE_MAX = 65_536
+# The enabled deployments the policy allows, and every enabled candidate's decision.
+Filtered = tuple[tuple[DeploymentSnap, ...], tuple[CandidateDecision, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +44,17 @@ class RoutingTable:
     headers: Mapping[str, Headers]  # deployment id -> provenance headers
     targets: Mapping[str, BackendTarget]  # deployment id -> what the adapter is given
     policy_version: int
+    # Policy filtering per (model, tenant, action, context): it depends only on this table's
+    # registry and policy versions, so it is computed once per key (bounded).
+    _filtered: dict[tuple[str, str, str, RequestContext], Filtered] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    # The audit log's candidates column per cached decisions tuple, encoded once. Keyed by
+    # identity (the value keeps the tuple alive, so an id is not reused while cached); used
+    # only by the audit writer's thread.
+    _audit_json: dict[int, tuple[tuple[CandidateDecision, ...], orjson.Fragment]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def registry_version(self) -> int:
@@ -40,6 +62,35 @@ class RoutingTable:
 
     def key(self, key_hash: str) -> KeySnap | None:
         return self.snapshot.keys_by_hash.get(key_hash)
+
+    def filtered(self, key: tuple[str, str, str, RequestContext]) -> Filtered | None:
+        return self._filtered.get(key)
+
+    def remember(self, key: tuple[str, str, str, RequestContext], value: Filtered) -> Filtered:
+        if len(self._filtered) >= CACHE_MAX:  # contexts carry free text (purpose)
+            self._filtered.clear()
+        self._filtered[key] = value
+        return value
+
+    def audit_candidates(self, decisions: tuple[CandidateDecision, ...]) -> orjson.Fragment:
+        """The ``candidates`` column of the audit log for these decisions, as encoded JSON."""
+        memo = self._audit_json
+        cached = memo.get(id(decisions))
+        if cached is None:
+            if len(memo) >= CACHE_MAX:
+                memo.clear()
+            encoded = orjson.Fragment(orjson.dumps([_decision_row(d) for d in decisions]))
+            cached = memo[id(decisions)] = (decisions, encoded)
+        return cached[1]
+
+
+def _decision_row(decision: CandidateDecision) -> dict[str, Any]:
+    return {
+        "deployment": decision.deployment_id,
+        "allowed": decision.allowed,
+        "rule_ids": list(decision.rule_ids),
+        "reasons": list(decision.reasons),
+    }
 
 
 def build_table(

@@ -120,11 +120,13 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
     @router.post("/explain", summary="Every candidate deployment, allowed or denied, and why")
     def post_explain(body: ExplainIn, _caller: AuditCaller) -> dict[str, Any]:
         table = current_table()
+        tenant = table.snapshot.tenants.get(body.tenant)
         try:
             context = RequestContext(
                 classification=body.classification or "public",
                 purpose=body.purpose,
-                caller_region=body.caller_region,
+                # live routing passes the tenant's region as caller_region: decide the same way
+                caller_region=body.caller_region or (tenant.region if tenant else None),
             )
             result = explain(
                 table.engine,

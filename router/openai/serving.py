@@ -11,7 +11,6 @@ import asyncio
 import logging
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -87,15 +86,7 @@ class Exchange:
             "route": self.model if self.model in snapshot.routes else None,
             "action": self.action or "unknown",
             "context": _context_dict(self.context),
-            "candidates": [
-                {
-                    "deployment": d.deployment_id,
-                    "allowed": d.allowed,
-                    "rule_ids": list(d.rule_ids),
-                    "reasons": list(d.reasons),
-                }
-                for d in self.decisions
-            ],
+            "candidates": self.table.audit_candidates(self.decisions),
             "chosen_deployment": self.chosen,
             "attempts": [
                 {"deployment": a.deployment_id, "outcome": a.outcome, "latency_ms": a.latency_ms}
@@ -116,7 +107,7 @@ class Exchange:
 async def serve_v1(gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one ``/v1`` request. Every request but a successful model listing leaves an audit
     row, including those refused before routing (bad key, bad JSON)."""
-    exchange = Exchange("req_" + uuid.uuid4().hex, time.perf_counter(), gateway.table)
+    exchange = Exchange(next(gateway.request_ids), time.perf_counter(), gateway.table)
     try:
         await _dispatch(gateway, exchange, scope, receive, send)
     except GatewayError as error:
