@@ -29,7 +29,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from registry.models import SPECS
 from registry.service import RegistryError
-from registry.validation import EnvVarName
+from registry.validation import DEPLOYMENT_SECTIONS, EnvVarName
 
 API_VERSION = "provenance-router/v1"
 
@@ -46,19 +46,7 @@ SECTIONS: Mapping[str, str] = {
 SECTION_OF: Mapping[str, str] = {kind: section for section, kind in SECTIONS.items()}
 
 # A deployment's nested sections in the file and the flat service fields they hold.
-GROUPS: Mapping[str, Mapping[str, str]] = {
-    "location": {"country": "location_country", "region": "location_region", "eea": "location_eea"},
-    "hardware": {
-        "vendor": "hardware_vendor",
-        "accelerator": "accelerator",
-        "count": "accelerator_count",
-    },
-    "data_handling": {
-        "retention_days": "retention_days",
-        "zero_data_retention": "zero_data_retention",
-        "trains_on_inputs": "trains_on_inputs",
-    },
-}
+GROUPS: Mapping[str, Mapping[str, str]] = DEPLOYMENT_SECTIONS
 PATH_OF_COLUMN: Mapping[str, str] = {
     column: f"{group}.{sub}" for group, subs in GROUPS.items() for sub, column in subs.items()
 }

@@ -40,7 +40,15 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from registry.keys import MIN_KEY_LENGTH
-from registry.snapshot import AdapterKind, Confidence, Hosting, ReviewStatus, Scope, Strategy
+from registry.snapshot import (
+    AdapterKind,
+    Confidence,
+    Hosting,
+    Relation,
+    ReviewStatus,
+    Scope,
+    Strategy,
+)
 from registry.validation import (
     MODEL_ID_RE,
     SLUG_RE,
@@ -68,14 +76,6 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 # Integer primary keys that autoincrement on both: SQLite only does so for INTEGER PRIMARY KEY.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 
-Relation = Literal[
-    "finetune_of",
-    "adapter_of",
-    "merge_of",
-    "quantized_from",
-    "distilled_from",
-    "continued_pretrain_of",
-]
 CommercialUse = Literal["yes", "no", "conditional"]
 ChangeOp = Literal["create", "update", "delete"]
 PolicyFormat = Literal["yaml", "cedar"]

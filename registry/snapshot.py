@@ -20,6 +20,14 @@ Hosting = Literal["on_prem", "private_cloud", "cloud_tenant", "third_party_api"]
 AdapterKind = Literal["openai", "litellm", "local"]
 Strategy = Literal["priority", "weighted", "least-latency"]
 Scope = Literal["inference", "admin", "compliance"]
+Relation = Literal[
+    "finetune_of",
+    "adapter_of",
+    "merge_of",
+    "quantized_from",
+    "distilled_from",
+    "continued_pretrain_of",
+]
 
 CONFIDENCE_ORDER: Mapping[str, int] = {"unknown": 0, "reported": 1, "verified": 2}
 
@@ -75,14 +83,7 @@ class LicenseSnap(Claimed):
 
 @dataclass(frozen=True, slots=True)
 class Lineage:
-    relation: Literal[
-        "finetune_of",
-        "adapter_of",
-        "merge_of",
-        "quantized_from",
-        "distilled_from",
-        "continued_pretrain_of",
-    ]
+    relation: Relation
     parent_id: str
 
 

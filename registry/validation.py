@@ -96,9 +96,8 @@ EnvVarName = Annotated[
 Url = Annotated[str, _pattern_check(URL_RE, "an http(s) URL")]
 
 
-# Nested sections of the file format and the flat columns they map to.
 # The file format nests some deployment facts; the registry stores them as flat columns.
-_DEPLOYMENT_SECTIONS: Mapping[str, Mapping[str, str]] = {
+DEPLOYMENT_SECTIONS: Mapping[str, Mapping[str, str]] = {
     "location": {"country": "location_country", "region": "location_region", "eea": "location_eea"},
     "hardware": {
         "vendor": "hardware_vendor",
@@ -115,8 +114,8 @@ _DEPLOYMENT_SECTIONS: Mapping[str, Mapping[str, str]] = {
 
 def flatten_deployment(data: Mapping[str, Any]) -> dict[str, Any]:
     """Accept the file format's nested ``location``/``hardware``/``data_handling`` sections."""
-    flat = {k: v for k, v in data.items() if k not in _DEPLOYMENT_SECTIONS}
-    for section, columns in _DEPLOYMENT_SECTIONS.items():
+    flat = {k: v for k, v in data.items() if k not in DEPLOYMENT_SECTIONS}
+    for section, columns in DEPLOYMENT_SECTIONS.items():
         nested = data.get(section)
         if nested is None:
             continue

@@ -46,15 +46,22 @@ from router.settings import Settings
 policy_app = typer.Typer(no_args_is_help=True, help="Write, test, explain and activate policies.")
 console = Console()
 
+# typer refuses a missing or unreadable file with a usage error instead of a traceback
+EXISTING_FILE: dict[str, Any] = {"exists": True, "dir_okay": False, "readable": True}
 DatabaseUrl = Annotated[
     str | None, typer.Option("--database-url", help="Registry database (default: settings).")
 ]
 RegistryFile = Annotated[
     Path | None,
-    typer.Option("--registry", help="Use this registry file instead of the database."),
+    typer.Option(
+        "--registry", help="Use this registry file instead of the database.", **EXISTING_FILE
+    ),
 ]
 PolicyFile = Annotated[
-    Path | None, typer.Option("--policy", "-p", help="Policy file (default: the active policy).")
+    Path | None,
+    typer.Option(
+        "--policy", "-p", help="Policy file (default: the active policy).", **EXISTING_FILE
+    ),
 ]
 
 
@@ -103,7 +110,9 @@ def _fail(message: str) -> typer.Exit:
 
 
 @policy_app.command()
-def validate(file: Annotated[Path, typer.Argument(help="YAML rules or .cedar policy")]) -> None:
+def validate(
+    file: Annotated[Path, typer.Argument(help="YAML rules or .cedar policy", **EXISTING_FILE)],
+) -> None:
     """Compile a policy and validate it against the Cedar schema."""
     fmt = _format(file)
     try:
@@ -117,7 +126,7 @@ def validate(file: Annotated[Path, typer.Argument(help="YAML rules or .cedar pol
 
 @policy_app.command("test")
 def test_command(
-    tests: Annotated[Path, typer.Argument(help="Policy test file (YAML)")],
+    tests: Annotated[Path, typer.Argument(help="Policy test file (YAML)", **EXISTING_FILE)],
     policy: PolicyFile = None,
     registry: RegistryFile = None,
     database_url: DatabaseUrl = None,
@@ -192,7 +201,7 @@ def explain_command(
 
 @policy_app.command("what-if")
 def what_if_command(
-    draft: Annotated[Path, typer.Argument(help="Draft policy file")],
+    draft: Annotated[Path, typer.Argument(help="Draft policy file", **EXISTING_FILE)],
     last: Annotated[int, typer.Option(help="Replay the last N recorded decisions")] = 1000,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -218,7 +227,7 @@ def what_if_command(
 
 @policy_app.command()
 def save(
-    file: Annotated[Path, typer.Argument(help="Policy file")],
+    file: Annotated[Path, typer.Argument(help="Policy file", **EXISTING_FILE)],
     name: Annotated[str | None, typer.Option(help="Policy name (default: file name)")] = None,
     activate: Annotated[bool, typer.Option(help="Activate it at once")] = False,
     database_url: DatabaseUrl = None,

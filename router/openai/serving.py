@@ -279,8 +279,12 @@ async def _relay_stream(
         await send({"type": "http.response.body", "body": frame, "more_body": True})
     finally:
         watcher.cancel()
-        exchange.usage = _usage(previous + last)
-        if watcher.done() and not watcher.cancelled():
+        tail = previous + last
+        exchange.usage = _usage(tail)
+        # A client may hang up as soon as it has read [DONE], before the backend closes: that
+        # stream was delivered whole. Only a disconnect before [DONE] is a broken-off request.
+        left_early = watcher.done() and not watcher.cancelled()
+        if left_early and not tail.rstrip().endswith(b"data: [DONE]"):
             exchange.status, exchange.error_code = "client_disconnected", "client_disconnected"
     await send({"type": "http.response.body", "body": b""})
 

@@ -108,10 +108,12 @@ def _run_case(engine: PolicyEngine, n: int, case: Mapping[str, Any]) -> PolicyTe
     name = str(case.get("name") or f"test #{n}")
     expected_rules = _expected_rules(case)
     try:
+        tenant = engine.entities.tenants.get(str(given["tenant"]))
         context = RequestContext(
             classification=given.get("classification", "public"),
             purpose=given.get("purpose"),
-            caller_region=given.get("caller_region"),
+            # as live routing does: the tenant's registered region unless the case says otherwise
+            caller_region=given.get("caller_region", tenant.region if tenant else None),
         )
         decision = engine.decide(
             tenant_id=str(given["tenant"]),

@@ -11,6 +11,7 @@ background thread, so it works from sync tests, async tests and a gateway runnin
         up.script(["500", "429", "ok"])      # outcomes of the next three requests
         up.fail_mid_stream_after = 2         # streams die after two SSE frames
         up.stall_mid_stream_after = 2        # streams go silent after two frames (read timeouts)
+        up.stall_before_eof = True           # all frames incl. [DONE] sent, connection kept open
         up.delay_s = 5.0                     # wait before sending headers (timeouts)
         ... call up.base_url ...             # "http://127.0.0.1:PORT/v1"
         assert up.calls == 3 and up.requests[0].json["model"] == "m"
@@ -61,7 +62,8 @@ class FakeUpstream:
     """An OpenAI-compatible server whose answers and failures the test controls.
 
     Knobs are plain attributes read on every request: ``delay_s``, ``fail_mid_stream_after``,
-    ``stall_mid_stream_after``, ``stream_chunks``, ``reply``, ``model``, ``embedding_dim``.
+    ``stall_mid_stream_after``, ``stall_before_eof``, ``stream_chunks``, ``reply``, ``model``,
+    ``embedding_dim``.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class FakeUpstream:
         self.delay_s = 0.0
         self.fail_mid_stream_after: int | None = None
         self.stall_mid_stream_after: int | None = None
+        self.stall_before_eof = False
         self.requests: list[RecordedRequest] = []
         self._outcomes: deque[str] = deque()
         self._loop = asyncio.new_event_loop()
@@ -154,6 +157,7 @@ class FakeUpstream:
         self.delay_s = 0.0
         self.fail_mid_stream_after = None
         self.stall_mid_stream_after = None
+        self.stall_before_eof = False
 
     # -- request handling ------------------------------------------------------------------
 
@@ -211,6 +215,8 @@ class FakeUpstream:
             if index == self.stall_mid_stream_after:
                 await asyncio.get_running_loop().create_future()  # until the client gives up
             await response.write(frame)
+        if self.stall_before_eof:
+            await asyncio.get_running_loop().create_future()  # until the client gives up
         await response.write_eof()
         return response
 

@@ -17,7 +17,7 @@ from router.policy import (
     run_policy_tests,
     what_if,
 )
-from tests.policy.factories import MISTRAL, decide, engine_for, world
+from tests.policy.factories import MISTRAL, decide, engine_for, tenant, with_, world
 
 POLICY = """
 rules:
@@ -205,3 +205,22 @@ def test_a_case_with_a_bad_classification_fails_instead_of_crashing() -> None:
     (result,) = run_policy_tests(lambda: engine_for(POLICY), tests_yaml).results
     assert (result.passed, result.actual) == (False, "error")
     assert "unknown data classification" in result.message
+
+
+def test_policy_test_cases_use_the_tenants_region_as_live_routing_does() -> None:
+    """Live routing sets caller_region from the tenant's registered region; a policy test that
+    does not name one must see the same, or it could pass while live traffic is denied."""
+    snap = with_(world(), tenants=(tenant("eu-shop", region="EU"),))
+    policy = "rules:\n  - id: no-eu-callers\n    deny: { caller_region: [EU] }\n"
+    tests_yaml = """
+tests:
+  - name: region comes from the tenant
+    given: {tenant: eu-shop, deployment: smollm2-local}
+    expect: deny
+    rule: no-eu-callers
+  - name: an explicit region still wins
+    given: {tenant: eu-shop, deployment: smollm2-local, caller_region: US}
+    expect: allow
+"""
+    report = run_policy_tests(lambda: engine_for(policy, snap), tests_yaml)
+    assert report.ok, [r.message for r in report.results]

@@ -433,3 +433,21 @@ def test_the_documented_rollout_works_as_written(tmp_path: Path, monkeypatch: An
 
     assert any(o.endswith(f"{len(example_cases())} passed, 0 failed") for o in outputs)
     assert "(active)" in outputs[-1]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("policy", "validate", "missing.yaml"),
+        ("policy", "test", "missing-tests.yaml"),
+        ("policy", "test", TESTS, "--policy", "missing.yaml"),
+        ("policy", "test", TESTS, "--registry", "missing-registry.yaml"),
+        ("policy", "what-if", "missing.yaml"),
+        ("policy", "save", "missing.yaml"),
+    ],
+)
+def test_a_missing_file_is_a_usage_error_not_a_traceback(args: tuple[str, ...]) -> None:
+    result = run(*args)
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+    assert not isinstance(result.exception, FileNotFoundError)

@@ -262,6 +262,25 @@ def test_client_disconnect_mid_stream_releases_the_upstream(
     assert row["status"] == "client_disconnected"
 
 
+def test_client_leaving_after_done_is_a_complete_stream(
+    gw: RunningGateway, upstreams: Callable[..., FakeUpstream]
+) -> None:
+    """The SDK hangs up once it has read [DONE]; a backend that has not closed yet must not
+    turn a delivered stream into a broken-off one in the audit log."""
+    lingering = upstreams(stream_chunks=3)
+    lingering.stall_before_eof = True  # [DONE] sent, connection kept open
+    route = make_route(gw, [(uid("linger"), lingering.base_url, {"timeout_s": 3.0})])
+    with gw.openai().chat.completions.with_streaming_response.create(
+        model=route, messages=PROMPT, stream=True
+    ) as response:
+        request_id = response.headers["x-request-id"]
+        chunks = list(response.parse())
+    assert chunks
+    row = gw.decision(request_id)
+    assert (row["status"], row["http_status"], row["error_code"]) == ("ok", 200, None)
+    assert row["latency_ms"] < 1500  # the upstream was released when the client left
+
+
 # --- circuit breaker ------------------------------------------------------------------------
 
 
