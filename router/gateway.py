@@ -25,9 +25,11 @@ from registry.db import session_scope
 from registry.service import insert_decisions, load_snapshot, registry_version
 from registry.snapshot import DeploymentSnap
 from router.audit import AuditWriter
+from router.errors import NoBackendAvailable
 from router.health import BackendHealth
 from router.openai.models import VisibleModel, describe
-from router.policy import PolicyEngine, RequestContext, eligible_deployments
+from router.policy import PolicyEngine, RequestContext
+from router.routing import allowed_deployments
 from router.settings import Settings, resolve_secret
 from router.table import RoutingTable, build_table
 
@@ -160,20 +162,20 @@ class Gateway:
                 self._visible.clear()
             cached = self._visible[cache_key] = [
                 describe(table.snapshot, name, allowed)
-                for name, candidates in sorted(table.candidates.items())
-                if (allowed := self._allowed(table, tenant_id, context, candidates.deployments))
+                for name in sorted(table.candidates)
+                if (allowed := _allowed(table, name, tenant_id, context))
             ]
         return cached
 
-    @staticmethod
-    def _allowed(
-        table: RoutingTable,
-        tenant_id: str,
-        context: RequestContext,
-        deployments: tuple[DeploymentSnap, ...],
-    ) -> list[DeploymentSnap]:
-        enabled = [d for d in deployments if d.enabled]
-        decisions = eligible_deployments(
-            table.engine, tenant_id=tenant_id, action="infer", context=context, candidates=enabled
+
+def _allowed(
+    table: RoutingTable, name: str, tenant_id: str, context: RequestContext
+) -> tuple[DeploymentSnap, ...]:
+    """What a chat request for ``name`` could be served by: the routing decision itself."""
+    try:
+        allowed, _ = allowed_deployments(
+            table, model=name, tenant_id=tenant_id, action="infer", context=context
         )
-        return [d for d, decision in zip(enabled, decisions, strict=True) if decision.allowed]
+    except NoBackendAvailable:
+        return ()
+    return allowed

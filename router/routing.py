@@ -77,6 +77,20 @@ def plan(
     Raises NotFound for an unknown name, NoBackendAvailable when nothing is deployed or enabled.
     When the policy allows none of the candidates, ``ordered`` is empty and the caller raises
     ``policy_denied`` after recording ``decisions``: the audit row of a denial must name them."""
+    allowed, decisions = allowed_deployments(
+        table, model=model, tenant_id=tenant_id, action=action, context=context
+    )
+    strategy = table.candidates[model].strategy
+    return Plan(tuple(order(allowed, strategy, health, rng)), decisions)
+
+
+def allowed_deployments(
+    table: RoutingTable, *, model: str, tenant_id: str, action: str, context: RequestContext
+) -> Filtered:
+    """The deployments of ``model`` the policy allows for this request, and every enabled
+    candidate's decision; cached on the table. Routing and the model listing both ask here.
+
+    Raises NotFound for an unknown name, NoBackendAvailable when nothing is enabled."""
     resolved = table.candidates.get(model)
     if resolved is None:
         raise NotFound(
@@ -88,8 +102,7 @@ def plan(
     filtered = table.filtered(key)
     if filtered is None:
         filtered = table.remember(key, policy_filter(table, resolved, model, key))
-    allowed, decisions = filtered
-    return Plan(tuple(order(allowed, resolved.strategy, health, rng)), decisions)
+    return filtered
 
 
 def policy_filter(
