@@ -16,8 +16,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from registry.db import make_engine
-from router.admin import build_admin_app
-from router.admin.policies import policy_router
 from router.bootstrap import bootstrap
 from router.gateway import Gateway
 from router.openai.serving import serve_v1
@@ -33,10 +31,20 @@ log = logging.getLogger("provenance_router")
 
 
 class GatewayApp:
-    def __init__(self, gateway: Gateway, admin: ASGIApp) -> None:
+    def __init__(self, gateway: Gateway, build_admin: Callable[[], ASGIApp]) -> None:
         self.gateway = gateway
-        self.admin = admin
+        self._build_admin = build_admin
+        self._admin: ASGIApp | None = None
         self.bootstrap_key: str | None = None  # a generated admin key, shown once at start
+
+    @property
+    def admin(self) -> ASGIApp:
+        """The FastAPI admin app, built (and FastAPI imported) on the first request that needs
+        it: a gateway that only serves /v1 never pays its ~8 MB. Building is synchronous, so
+        two first requests cannot both build it."""
+        if self._admin is None:
+            self._admin = self._build_admin()
+        return self._admin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -96,10 +104,16 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     settings = settings or Settings()
     engine = make_engine(settings.database_url)
     gateway = Gateway(settings, engine)
-    admin = build_admin_app(
-        engine,
-        settings,
-        on_change=gateway.reload,
-        extra_routers=[policy_router(lambda: gateway.table)],
-    )
-    return GatewayApp(gateway, admin)
+
+    def build_admin() -> ASGIApp:
+        from router.admin import build_admin_app
+        from router.admin.policies import policy_router
+
+        return build_admin_app(
+            engine,
+            settings,
+            on_change=gateway.reload,
+            extra_routers=[policy_router(lambda: gateway.table)],
+        )
+
+    return GatewayApp(gateway, build_admin)
