@@ -83,7 +83,7 @@ class GatewayApp:
     async def _startup(self) -> None:
         gateway = self.gateway
         self.bootstrap_key = await asyncio.to_thread(bootstrap, gateway.engine, gateway.settings)
-        if self.bootstrap_key:
+        if self.bootstrap_key:  # shown once, on purpose, to the operator's terminal
             print(
                 "\nprovenance-router: created admin API key (shown only once):\n"
                 f"  {self.bootstrap_key}\n"

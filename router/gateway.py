@@ -23,13 +23,9 @@ from adapters.base import Adapter
 from adapters.openai_compat import OpenAICompatAdapter, make_session
 from registry.db import session_scope
 from registry.service import insert_decisions, load_snapshot, registry_version
-from registry.snapshot import DeploymentSnap
 from router.audit import AuditWriter
-from router.errors import NoBackendAvailable
 from router.health import BackendHealth
-from router.openai.models import VisibleModel, describe
-from router.policy import PolicyEngine, RequestContext
-from router.routing import allowed_deployments
+from router.policy import PolicyEngine
 from router.settings import Settings, resolve_secret
 from router.table import RoutingTable, build_table
 
@@ -39,7 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("provenance_router")
 
 LOCAL_ALIAS = "smollm2"
-VISIBLE_CACHE_MAX = 4096
 
 
 def request_ids() -> Iterator[str]:
@@ -66,7 +61,6 @@ class Gateway:
         self.local_urls: dict[str, str] = {}
         self._table: RoutingTable | None = None
         self._reload_lock = threading.Lock()
-        self._visible: dict[tuple[object, ...], list[VisibleModel]] = {}
         self._adapters: dict[str, Adapter] = {}
         self._local: LocalModelServer | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -119,7 +113,6 @@ class Gateway:
             self._table = build_table(
                 snapshot, engine, local_urls=self.local_urls, secret=resolve_secret
             )
-            self._visible = {}
 
     async def _poll(self) -> None:
         while True:
@@ -149,33 +142,3 @@ class Gateway:
         if adapter is None:
             raise RuntimeError(f"no adapter for backend kind {kind!r}")
         return adapter
-
-    def visible_models(
-        self, table: RoutingTable, tenant_id: str, context: RequestContext
-    ) -> list[VisibleModel]:
-        """Every name the tenant may call, each with at least one allowed deployment (cached
-        per registry version, policy version, tenant and context)."""
-        cache_key = (table.registry_version, table.policy_version, tenant_id, context)
-        cached = self._visible.get(cache_key)
-        if cached is None:
-            if len(self._visible) >= VISIBLE_CACHE_MAX:  # contexts carry free text (purpose)
-                self._visible.clear()
-            cached = self._visible[cache_key] = [
-                describe(table.snapshot, name, allowed)
-                for name in sorted(table.candidates)
-                if (allowed := _allowed(table, name, tenant_id, context))
-            ]
-        return cached
-
-
-def _allowed(
-    table: RoutingTable, name: str, tenant_id: str, context: RequestContext
-) -> tuple[DeploymentSnap, ...]:
-    """What a chat request for ``name`` could be served by: the routing decision itself."""
-    try:
-        allowed, _ = allowed_deployments(
-            table, model=name, tenant_id=tenant_id, action="infer", context=context
-        )
-    except NoBackendAvailable:
-        return ()
-    return allowed

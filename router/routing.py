@@ -38,7 +38,7 @@ from router.errors import (
 )
 from router.health import BackendHealth
 from router.policy import CandidateDecision, RequestContext, eligible_deployments
-from router.table import Candidates, Filtered, RoutingTable
+from router.table import Candidates, Filtered, FilterKey, RoutingTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,17 +99,14 @@ def allowed_deployments(
             code="model_not_found",
         )
     key = (model, tenant_id, action, context)
-    filtered = table.filtered(key)
-    if filtered is None:
-        filtered = table.remember(key, policy_filter(table, resolved, model, key))
-    return filtered
+    return table.filtered.get(key, lambda: policy_filter(table, resolved, model, key))
 
 
 def policy_filter(
     table: RoutingTable,
     resolved: Candidates,
     model: str,
-    key: tuple[str, str, str, RequestContext],
+    key: FilterKey,
 ) -> Filtered:
     """The enabled candidates the policy allows, and every enabled candidate's decision.
 

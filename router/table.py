@@ -6,9 +6,9 @@ request sees one consistent version of registry, policy and precomputed headers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 
@@ -22,10 +22,35 @@ from router.policy import (
     candidate_deployments,
 )
 
+if TYPE_CHECKING:
+    from router.openai.models import VisibleModel
+
 Headers = tuple[tuple[bytes, bytes], ...]
 CACHE_MAX = 65_536
 # The enabled deployments the policy allows, and every enabled candidate's decision.
 Filtered = tuple[tuple[DeploymentSnap, ...], tuple[CandidateDecision, ...]]
+FilterKey = tuple[str, str, str, RequestContext]  # model, tenant, action, context
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Memo(Generic[K, V]):
+    """Values computed once per key for the life of one routing table. Bounded: keys may carry
+    free text (a request's purpose), so when full it forgets everything and starts again."""
+
+    __slots__ = ("_items", "_limit")
+
+    def __init__(self, limit: int = CACHE_MAX) -> None:
+        self._items: dict[K, V] = {}
+        self._limit = limit
+
+    def get(self, key: K, compute: Callable[[], V]) -> V:
+        value = self._items.get(key)
+        if value is None:
+            if len(self._items) >= self._limit:
+                self._items.clear()
+            value = self._items[key] = compute()
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +69,18 @@ class RoutingTable:
     headers: Mapping[str, Headers]  # deployment id -> provenance headers
     targets: Mapping[str, BackendTarget]  # deployment id -> what the adapter is given
     policy_version: int
-    # Policy filtering per (model, tenant, action, context): it depends only on this table's
-    # registry and policy versions, so it is computed once per key (bounded).
-    _filtered: dict[tuple[str, str, str, RequestContext], Filtered] = field(
-        default_factory=dict, repr=False, compare=False
+    # Everything below depends only on this table's registry and policy versions and its key,
+    # so it is computed once per key while the table serves.
+    filtered: Memo[FilterKey, Filtered] = field(default_factory=Memo, repr=False, compare=False)
+    # Per (tenant, context): the model objects of GET /v1/models (router.openai.models).
+    listings: Memo[tuple[str, RequestContext], list[VisibleModel]] = field(
+        default_factory=Memo, repr=False, compare=False
     )
     # The audit log's candidates column per cached decisions tuple, encoded once. Keyed by
     # identity (the value keeps the tuple alive, so an id is not reused while cached); used
     # only by the audit writer's thread.
-    _audit_json: dict[int, tuple[tuple[CandidateDecision, ...], orjson.Fragment]] = field(
-        default_factory=dict, repr=False, compare=False
+    _audit_json: Memo[int, tuple[tuple[CandidateDecision, ...], orjson.Fragment]] = field(
+        default_factory=Memo, repr=False, compare=False
     )
 
     @property
@@ -63,25 +90,14 @@ class RoutingTable:
     def key(self, key_hash: str) -> KeySnap | None:
         return self.snapshot.keys_by_hash.get(key_hash)
 
-    def filtered(self, key: tuple[str, str, str, RequestContext]) -> Filtered | None:
-        return self._filtered.get(key)
-
-    def remember(self, key: tuple[str, str, str, RequestContext], value: Filtered) -> Filtered:
-        if len(self._filtered) >= CACHE_MAX:  # contexts carry free text (purpose)
-            self._filtered.clear()
-        self._filtered[key] = value
-        return value
-
     def audit_candidates(self, decisions: tuple[CandidateDecision, ...]) -> orjson.Fragment:
         """The ``candidates`` column of the audit log for these decisions, as encoded JSON."""
-        memo = self._audit_json
-        cached = memo.get(id(decisions))
-        if cached is None:
-            if len(memo) >= CACHE_MAX:
-                memo.clear()
-            encoded = orjson.Fragment(orjson.dumps([_decision_row(d) for d in decisions]))
-            cached = memo[id(decisions)] = (decisions, encoded)
-        return cached[1]
+
+        def encode() -> tuple[tuple[CandidateDecision, ...], orjson.Fragment]:
+            rows = [_decision_row(d) for d in decisions]
+            return decisions, orjson.Fragment(orjson.dumps(rows))
+
+        return self._audit_json.get(id(decisions), encode)[1]
 
 
 def _decision_row(decision: CandidateDecision) -> dict[str, Any]:

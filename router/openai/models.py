@@ -15,7 +15,10 @@ import orjson
 
 from registry.lineage import effective_provenance
 from registry.snapshot import DeploymentSnap, RegistrySnapshot
-from router.errors import NotFound
+from router.errors import NoBackendAvailable, NotFound
+from router.policy import RequestContext
+from router.routing import allowed_deployments
+from router.table import RoutingTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,34 @@ def describe(
         "deployments": [d.id for d in allowed],
     }
     return VisibleModel(name, entry)
+
+
+def visible_models(
+    table: RoutingTable, tenant_id: str, context: RequestContext
+) -> list[VisibleModel]:
+    """Every name the tenant may call, each with at least one allowed deployment (computed once
+    per tenant and context for the life of the routing table)."""
+    return table.listings.get(
+        (tenant_id, context),
+        lambda: [
+            describe(table.snapshot, name, allowed)
+            for name in sorted(table.candidates)
+            if (allowed := _allowed(table, name, tenant_id, context))
+        ],
+    )
+
+
+def _allowed(
+    table: RoutingTable, name: str, tenant_id: str, context: RequestContext
+) -> tuple[DeploymentSnap, ...]:
+    """What a chat request for ``name`` could be served by: the routing decision itself."""
+    try:
+        allowed, _ = allowed_deployments(
+            table, model=name, tenant_id=tenant_id, action="infer", context=context
+        )
+    except NoBackendAvailable:
+        return ()
+    return allowed
 
 
 def model_list(visible: Sequence[VisibleModel]) -> bytes:

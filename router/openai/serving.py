@@ -30,7 +30,7 @@ from router.errors import (
     UpstreamFailed,
 )
 from router.gateway import Gateway
-from router.openai.models import model_list, one_model
+from router.openai.models import model_list, one_model, visible_models
 from router.openai.protocol import OPERATIONS, Operation, stricter_classification
 from router.openai.protocol import parse_body as parse_request
 from router.policy import CandidateDecision, RequestContext
@@ -144,7 +144,7 @@ async def _dispatch(
     exchange.action = operation.action if operation else "list"
     exchange.key = authenticate(exchange.table, headers.get(b"authorization"))
     if operation is None:
-        await _serve_models(gateway, exchange, path, method, headers, send)
+        await _serve_models(exchange, path, method, headers, send)
         return
     if method != "POST":
         raise BadRequest(
@@ -302,7 +302,6 @@ def _usage(tail: bytes) -> dict[str, int]:
 
 
 async def _serve_models(
-    gateway: Gateway,
     exchange: Exchange,
     path: str,
     method: str,
@@ -313,7 +312,7 @@ async def _serve_models(
         raise BadRequest(f"Invalid method {method} for {path}; use GET.", code="method_not_allowed")
     assert exchange.key is not None
     context = request_context(exchange.table, exchange.key, headers)
-    visible = gateway.visible_models(exchange.table, exchange.key.tenant_id, context)
+    visible = visible_models(exchange.table, exchange.key.tenant_id, context)
     body = model_list(visible) if path == "/v1/models" else one_model(visible, path[11:])
     headers_out = _response_headers(exchange, JSON)
     headers_out.append((b"content-length", str(len(body)).encode()))
