@@ -25,7 +25,7 @@ from sqlmodel import Session
 
 # The newest migration. Checked against alembic's own view of the scripts by a test, so it
 # cannot go stale; it lets a restart skip importing alembic (~0.4 s) when nothing is to do.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 WRITE_OPTION = "registry_write"  # execution option marking a registry write transaction
 
@@ -100,6 +100,11 @@ def migrate(engine: Engine) -> None:
     no ``alembic.ini`` needed. Runs in one transaction on both databases."""
     if current_revision(engine) == HEAD_REVISION:
         return
+    run_alembic(engine, "upgrade", "head")
+
+
+def run_alembic(engine: Engine, command_name: str, revision: str) -> None:
+    """``alembic upgrade|downgrade <revision>`` with the packaged scripts, in one transaction."""
     from alembic import command
     from alembic.config import Config
 
@@ -108,7 +113,7 @@ def migrate(engine: Engine) -> None:
         config.set_main_option("script_location", str(script_dir))
         with engine.begin() as connection:
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            getattr(command, command_name)(config, revision)
 
 
 @contextmanager

@@ -452,7 +452,11 @@ class RegistryChange(SQLModel, table=True):
 
 
 class RoutingDecision(SQLModel, table=True):
-    """Audit of one routed request: never prompt or completion content."""
+    """Audit of one routed request: never prompt or completion content.
+
+    The policy's verdict on the candidates is stored once per distinct verdict in
+    ``DecisionEvaluation`` and referred to by ``evaluation_id``; ``candidates`` holds it inline
+    only for rows written before migration 0002 (it is ``[]`` on newer rows)."""
 
     __tablename__ = "routing_decisions"
 
@@ -466,6 +470,7 @@ class RoutingDecision(SQLModel, table=True):
     action: str = "infer"
     context: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
     candidates: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
+    evaluation_id: str | None = None
     chosen_deployment: str | None = None
     attempts: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
     policy_version: int | None = None
@@ -477,6 +482,20 @@ class RoutingDecision(SQLModel, table=True):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+
+
+class DecisionEvaluation(SQLModel, table=True):
+    """One verdict of the policy on a request's candidates (each deployment, allowed or not,
+    the deciding rules and reasons), stored once and shared by every routing decision that got
+    the same verdict: requests with the same route, tenant, context, policy and registry
+    version get the same list, which would otherwise be most of each audit row (~2.8 KB on a
+    10-candidate route). ``id`` is the hex BLAKE2b-128 digest of the encoded list."""
+
+    __tablename__ = "decision_evaluations"
+
+    id: str = Field(primary_key=True)
+    candidates: list[dict[str, Any]] = Field(sa_type=JSONType)
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class RegistryState(SQLModel, table=True):

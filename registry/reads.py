@@ -11,18 +11,22 @@ lists/maps, dates and timestamps as ISO strings. They never carry a secret (no k
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any, cast
 
+import orjson
 from pydantic_core import to_jsonable_python
 from sqlalchemy import Connection, Dialect, Engine, RowMapping, Table, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from registry.models import (
     SPECS,
+    DecisionEvaluation,
     KindSpec,
     ModelRelation,
     Policy,
@@ -159,9 +163,15 @@ def list_decisions(
     status: str | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    """Routing decisions, newest first; ``since`` inclusive, ``until`` exclusive."""
-    t = table(RoutingDecision)
-    query = select(t).order_by(t.c.id.desc()).limit(limit)
+    """Routing decisions, newest first; ``since`` inclusive, ``until`` exclusive. Each carries
+    its ``candidates`` whether stored inline (before migration 0002) or as a shared evaluation."""
+    t, e = table(RoutingDecision), table(DecisionEvaluation)
+    query = (
+        select(t, e.c.candidates.label("evaluation_candidates"))
+        .select_from(t.outerjoin(e, t.c.evaluation_id == e.c.id))
+        .order_by(t.c.id.desc())
+        .limit(limit)
+    )
     if tenant_id is not None:
         query = query.where(t.c.tenant_id == tenant_id)
     if status is not None:
@@ -170,7 +180,15 @@ def list_decisions(
         query = query.where(t.c.created_at >= _utc(since))
     if until is not None:
         query = query.where(t.c.created_at < _utc(until))
-    return [_plain(row) for row in session.connection().execute(query).mappings()]
+    return [_decision_out(row) for row in session.connection().execute(query).mappings()]
+
+
+def _decision_out(row: RowMapping) -> dict[str, Any]:
+    decision = dict(row)
+    shared = decision.pop("evaluation_candidates")
+    if decision["evaluation_id"] is not None:
+        decision["candidates"] = shared
+    return {name: jsonable(value) for name, value in decision.items()}
 
 
 def _utc(moment: datetime) -> datetime:
@@ -203,20 +221,56 @@ def _plain(row: RowMapping) -> dict[str, Any]:
 # --- routing decisions (the audit writer's batches) -------------------------------------
 
 _DECISION_COLUMNS = frozenset(table(RoutingDecision).columns.keys()) - {"id"}
+_DECISION_FIELDS = _DECISION_COLUMNS - {"evaluation_id"}  # what a caller may give
 _DECISION_REQUIRED = frozenset({"request_id", "status"})
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """A routing decision's candidates (the policy's verdict on each), encoded once, with the
+    digest under which ``decision_evaluations`` stores it. The router makes one per cached
+    verdict, so neither encoding nor hashing happens per request."""
+
+    id: str
+    encoded: orjson.Fragment
+
+    @classmethod
+    def of(cls, candidates: Sequence[Mapping[str, Any]]) -> Evaluation:
+        encoded = orjson.dumps(candidates)
+        return cls(hashlib.blake2b(encoded, digest_size=16).hexdigest(), orjson.Fragment(encoded))
 
 
 def insert_decisions(*, engine: Engine, rows: Sequence[Mapping[str, Any]]) -> None:
     """Store a batch of routing decisions with one bulk INSERT (the audit writer's flush).
 
-    Unknown keys are refused so nothing but the declared fields (never prompt or completion
-    text) can reach the audit table."""
+    A row's ``candidates`` is a list or an :class:`Evaluation`; a non-empty one is stored once
+    in ``decision_evaluations`` (an insert that skips digests already there) and the row refers
+    to it. Unknown keys are refused so nothing but the declared fields (never prompt or
+    completion text) can reach the audit table."""
     if not rows:
         return
     statement = _decision_insert(engine.dialect)
-    values = [statement.params(_decision(row)) for row in rows]
+    evaluations: dict[str, Evaluation] = {}
+    values = [statement.params(_decision(row, evaluations)) for row in rows]
     with engine.begin() as connection:
+        if evaluations:
+            connection.execute(
+                _evaluation_insert(engine.dialect),
+                [
+                    {"id": e.id, "candidates": e.encoded, "created_at": utcnow()}
+                    for e in evaluations.values()
+                ],
+            )
         connection.exec_driver_sql(statement.sql, values)
+
+
+@cache
+def _evaluation_insert(dialect: Dialect) -> postgresql.Insert | sqlite.Insert:
+    """INSERT of evaluations that skips digests already stored (both dialects spell it alike)."""
+    evaluations = table(DecisionEvaluation)
+    if dialect.name == "postgresql":
+        return postgresql.insert(evaluations).on_conflict_do_nothing(index_elements=["id"])
+    return sqlite.insert(evaluations).on_conflict_do_nothing(index_elements=["id"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,8 +318,8 @@ def _decision_defaults() -> dict[str, Any]:
     }
 
 
-def _decision(row: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = set(row) - _DECISION_COLUMNS
+def _decision(row: Mapping[str, Any], evaluations: dict[str, Evaluation]) -> dict[str, Any]:
+    unknown = set(row) - _DECISION_FIELDS
     if unknown:
         raise ValueError(f"routing decision: unknown fields {sorted(unknown)}")
     missing = _DECISION_REQUIRED - set(row)
@@ -277,6 +331,11 @@ def _decision(row: Mapping[str, Any]) -> dict[str, Any]:
     values = {**_decision_defaults(), **row}
     if values.get("created_at") is None:
         values["created_at"] = utcnow()
+    candidates = values["candidates"]
+    if isinstance(candidates, Evaluation) or candidates:
+        evaluation = candidates if isinstance(candidates, Evaluation) else Evaluation.of(candidates)
+        evaluations[evaluation.id] = evaluation
+        values["evaluation_id"], values["candidates"] = evaluation.id, []
     return values
 
 

@@ -50,6 +50,7 @@ from registry.models import (
     utcnow,
 )
 from registry.reads import (
+    Evaluation,
     find_key,
     insert_decisions,
     list_changes,
@@ -63,6 +64,7 @@ from registry.reads import (
 __all__ = [
     "KINDS",
     "ConflictError",
+    "Evaluation",
     "NotFoundError",
     "RegistryError",
     "ValidationFailed",

@@ -10,10 +10,9 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import orjson
-
 from adapters.base import BackendTarget
 from registry.lineage import effective_provenance
+from registry.service import Evaluation
 from registry.snapshot import DeploymentSnap, KeySnap, RegistrySnapshot, Strategy
 from router.policy import (
     CandidateDecision,
@@ -76,10 +75,9 @@ class RoutingTable:
     listings: Memo[tuple[str, RequestContext], list[VisibleModel]] = field(
         default_factory=Memo, repr=False, compare=False
     )
-    # The audit log's candidates column per cached decisions tuple, encoded once. Keyed by
-    # identity (the value keeps the tuple alive, so an id is not reused while cached); used
-    # only by the audit writer's thread.
-    _audit_json: Memo[int, tuple[tuple[CandidateDecision, ...], orjson.Fragment]] = field(
+    # The audit log's evaluation per cached decisions tuple, encoded and digested once. Keyed
+    # by identity (the value keeps the tuple alive, so an id is not reused while cached).
+    _evaluations: Memo[int, tuple[tuple[CandidateDecision, ...], Evaluation]] = field(
         default_factory=Memo, repr=False, compare=False
     )
 
@@ -90,14 +88,13 @@ class RoutingTable:
     def key(self, key_hash: str) -> KeySnap | None:
         return self.snapshot.keys_by_hash.get(key_hash)
 
-    def audit_candidates(self, decisions: tuple[CandidateDecision, ...]) -> orjson.Fragment:
-        """The ``candidates`` column of the audit log for these decisions, as encoded JSON."""
+    def audit_evaluation(self, decisions: tuple[CandidateDecision, ...]) -> Evaluation:
+        """The audit log's record of these decisions (stored once per distinct verdict)."""
 
-        def encode() -> tuple[tuple[CandidateDecision, ...], orjson.Fragment]:
-            rows = [_decision_row(d) for d in decisions]
-            return decisions, orjson.Fragment(orjson.dumps(rows))
+        def encode() -> tuple[tuple[CandidateDecision, ...], Evaluation]:
+            return decisions, Evaluation.of([_decision_row(d) for d in decisions])
 
-        return self._audit_json.get(id(decisions), encode)[1]
+        return self._evaluations.get(id(decisions), encode)[1]
 
 
 def _decision_row(decision: CandidateDecision) -> dict[str, Any]:

@@ -86,7 +86,7 @@ class Exchange:
             "route": self.model if self.model in snapshot.routes else None,
             "action": self.action or "unknown",
             "context": _context_dict(self.context),
-            "candidates": self.table.audit_candidates(self.decisions),
+            "candidates": self.table.audit_evaluation(self.decisions) if self.decisions else [],
             "chosen_deployment": self.chosen,
             "attempts": [
                 {"deployment": a.deployment_id, "outcome": a.outcome, "latency_ms": a.latency_ms}

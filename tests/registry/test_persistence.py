@@ -7,12 +7,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, text
 from sqlmodel import SQLModel
 
-from registry.db import HEAD_REVISION, current_revision, make_engine, migrate, session_scope
+from registry.db import (
+    HEAD_REVISION,
+    current_revision,
+    make_engine,
+    migrate,
+    run_alembic,
+    session_scope,
+)
 from registry.keys import hash_key
 from registry.service import insert_decisions, list_decisions, load_snapshot, write_transaction
 from tests.conftest import Database
@@ -59,6 +67,35 @@ def test_migrations_build_exactly_the_models_schema(engine: Engine) -> None:
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, SQLModel.metadata) == []
+
+
+def test_audit_rows_survive_migration_0002_down_and_up(engine: Engine) -> None:
+    """0002 moved each request's candidates into shared evaluations without rewriting older
+    rows: rows written inline (before 0002) and rows referring to an evaluation both read back
+    whole, after a downgrade (which puts candidates back inline) and a new upgrade."""
+    verdict = [{"deployment": "d", "allowed": True, "rule_ids": ["r"], "reasons": ["ok"]}]
+    insert_decisions(
+        engine=engine, rows=[{"request_id": "new", "status": "ok", "candidates": verdict}]
+    )
+    run_alembic(engine, "downgrade", "0001")
+    with engine.begin() as connection:
+        inline = connection.exec_driver_sql("SELECT candidates FROM routing_decisions").scalar()
+        connection.exec_driver_sql(  # a row as 0001 wrote it
+            "INSERT INTO routing_decisions (request_id, created_at, action, context, candidates,"
+            " attempts, status) VALUES ('old', '2026-11-01 00:00:00+00:00', 'infer', '{}',"
+            f" '{orjson.dumps(verdict).decode()}', '[]', 'ok')"
+        )
+    assert (orjson.loads(inline) if isinstance(inline, str) else inline) == verdict
+    migrate(engine)
+    assert current_revision(engine) == HEAD_REVISION
+    insert_decisions(
+        engine=engine, rows=[{"request_id": "newer", "status": "ok", "candidates": verdict}]
+    )
+    with session_scope(engine) as session:
+        decisions = list_decisions(session=session)
+    assert [d["request_id"] for d in decisions] == ["newer", "old", "new"]
+    assert [d["candidates"] for d in decisions] == [verdict] * 3
+    assert [d["evaluation_id"] is None for d in decisions] == [False, True, True]
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from registry.reads import table
 from registry.service import (
     KINDS,
     ConflictError,
+    Evaluation,
     NotFoundError,
     ValidationFailed,
     Writer,
@@ -504,6 +505,48 @@ def test_routing_decisions_are_stored_in_bulk_and_filtered(engine: Engine) -> No
     assert denied["candidates"][0]["rule_ids"] == ["no-cn"] and denied["http_status"] == 403
 
 
+def test_a_verdict_shared_by_many_decisions_is_stored_once(engine: Engine) -> None:
+    verdict = [
+        {"deployment": "d-cn", "allowed": False, "rule_ids": ["no-cn"], "reasons": ["denied"]},
+        {"deployment": "d-eu", "allowed": True, "rule_ids": ["baseline"], "reasons": ["ok"]},
+    ]
+    other = [{"deployment": "d-eu", "allowed": True, "rule_ids": ["baseline"], "reasons": []}]
+    shared = Evaluation.of(verdict)
+    rows: list[dict[str, Any]] = [
+        {"request_id": f"r{i}", "status": "ok", "candidates": shared} for i in range(5)
+    ]
+    rows.append({"request_id": "plain-list", "status": "ok", "candidates": verdict})
+    rows.append({"request_id": "other", "status": "ok", "candidates": other})
+    rows.append({"request_id": "refused", "status": "error"})  # no candidates at all
+    insert_decisions(engine=engine, rows=rows)
+    insert_decisions(
+        engine=engine, rows=[{"request_id": "later", "status": "ok", "candidates": shared}]
+    )
+
+    with engine.connect() as connection:
+        stored = (
+            connection.exec_driver_sql("SELECT id FROM decision_evaluations ORDER BY id")
+            .scalars()
+            .all()
+        )
+        inline = connection.exec_driver_sql(
+            "SELECT count(*) FROM routing_decisions WHERE candidates <> '[]'"
+            if engine.dialect.name == "sqlite"
+            else "SELECT count(*) FROM routing_decisions WHERE candidates <> '[]'::jsonb"
+        ).scalar()
+    assert stored == sorted({shared.id, Evaluation.of(other).id}) and inline == 0
+    with session_scope(engine) as session:
+        decisions = {d["request_id"]: d for d in list_decisions(session=session)}
+    assert len(decisions) == 9
+    for request_id in ("r0", "r4", "plain-list", "later"):
+        assert decisions[request_id]["candidates"] == verdict
+        assert decisions[request_id]["evaluation_id"] == shared.id
+    assert decisions["other"]["candidates"] == other
+    assert (
+        decisions["refused"]["candidates"] == [] and decisions["refused"]["evaluation_id"] is None
+    )
+
+
 def test_decisions_refuse_unknown_fields(engine: Engine) -> None:
     with pytest.raises(ValueError, match="prompt"):
         insert_decisions(
@@ -515,6 +558,10 @@ def test_decisions_refuse_unknown_fields(engine: Engine) -> None:
         )
     with pytest.raises(ValueError, match="status"):
         insert_decisions(engine=engine, rows=[{"request_id": "r"}])
+    with pytest.raises(ValueError, match="evaluation_id"):  # only ever set with its evaluation
+        insert_decisions(
+            engine=engine, rows=[{"request_id": "r", "status": "ok", "evaluation_id": "x"}]
+        )
     with session_scope(engine) as session:
         assert list_decisions(session=session) == []
 
