@@ -62,7 +62,8 @@ class UpstreamHTTPError(UpstreamError):
 @dataclass(slots=True)
 class UpstreamResponse:
     """A started upstream response. ``body`` is set for non-stream answers; ``chunks`` yields
-    the raw bytes of a stream as they arrive (SSE frames untouched)."""
+    the raw bytes of a stream as they arrive (SSE frames untouched). ``headers`` are the
+    upstream's response headers, names in lower case."""
 
     status: int
     content_type: str

@@ -1,16 +1,16 @@
 """The fast path: proxy to any OpenAI-compatible backend (vLLM, llama.cpp, Ollama, TGI, OpenAI).
 
 Why it looks like this: every request of the gateway goes through here, and the measured budget
-for the whole gateway is ~0.3 ms. So the adapter holds one shared aiohttp session (connection
-pool with keep-alive, created once in the router's lifespan), forwards the client's JSON bytes
-untouched, returns the upstream body as bytes and relays a stream chunk by chunk exactly as it
-arrives. It parses nothing of the answer and re-serializes the request only when the upstream
-needs another model name.
+for the whole gateway is ~0.3 ms. So the adapter holds one shared client (:mod:`adapters.http1`:
+keep-alive connections, created in the router's lifespan), forwards the client's JSON bytes
+untouched with request lines encoded once per backend, returns the upstream body as bytes and
+relays a stream chunk by chunk exactly as it arrives. It parses nothing of the answer and
+re-serializes the request only when the upstream needs another model name.
 
 Upstreams are asked for ``Accept-Encoding: identity`` so the bytes we relay are plain (the
 router can append an SSE error event to a broken stream and read usage from a body); if an
-upstream compresses anyway, ``auto_decompress=False`` keeps its bytes intact and its
-``Content-Encoding`` is in ``UpstreamResponse.headers``.
+upstream compresses anyway, its bytes are passed on untouched and its ``content-encoding`` is in
+``UpstreamResponse.headers``.
 
 Failures become the ``UpstreamError`` tree of :mod:`adapters.base`: before the first byte from
 ``send()``, during a stream from the ``chunks`` iterator.
@@ -19,9 +19,9 @@ Failures become the ``UpstreamError`` tree of :mod:`adapters.base`: before the f
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 
-import aiohttp
 import orjson
 
 from adapters.base import (
@@ -33,41 +33,31 @@ from adapters.base import (
     UpstreamResponse,
     UpstreamTimeout,
 )
+from adapters.http1 import URL, Client, ClientError, Response, header_lines
 
 HEALTH_TIMEOUT_S = 5.0
-_BASE_HEADERS: Mapping[str, str] = {
-    "Content-Type": "application/json",
-    "Accept-Encoding": "identity",
-}
 
 
-def make_session(*, limit: int = 1024, keepalive_s: float = 60.0) -> aiohttp.ClientSession:
-    """The shared client session for all OpenAI-compatible upstreams.
-
-    Call it inside the running event loop (the router's lifespan) and hand it to
-    :class:`OpenAICompatAdapter`, which then owns it.
-    """
-    connector = aiohttp.TCPConnector(
-        limit=limit, limit_per_host=0, keepalive_timeout=keepalive_s, ttl_dns_cache=300
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        auto_decompress=False,
-        timeout=aiohttp.ClientTimeout(total=None),
-    )
+def make_client(*, limit: int = 1024, idle_s: float = 60.0) -> Client:
+    """The shared HTTP client for all OpenAI-compatible upstreams; hand it to
+    :class:`OpenAICompatAdapter`, which then owns it."""
+    return Client(limit=limit, idle_s=idle_s)
 
 
-@lru_cache(maxsize=64)
-def _timeout(timeout_s: float) -> aiohttp.ClientTimeout:
-    """Bound connecting, waiting for headers and every read between chunks; not the total
-    (a long answer that keeps streaming is healthy)."""
-    return aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s)
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """Where a backend's endpoint is and the header lines every request to it carries."""
+
+    url: URL
+    head: bytes
 
 
-def _headers(target: BackendTarget) -> Mapping[str, str]:
-    if not target.api_key:
-        return _BASE_HEADERS
-    return {**_BASE_HEADERS, "Authorization": f"Bearer {target.api_key}"}
+@lru_cache(maxsize=4096)
+def _request(base_url: str, endpoint: str, api_key: str | None) -> _Request:
+    headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return _Request(URL.parse(f"{base_url}/{endpoint}"), header_lines(headers))
 
 
 def _payload(target: BackendTarget, raw: bytes, body: Mapping[str, object]) -> bytes:
@@ -79,10 +69,10 @@ def _payload(target: BackendTarget, raw: bytes, body: Mapping[str, object]) -> b
 
 
 def _map_error(exc: Exception, target: BackendTarget, during: str) -> UpstreamError:
-    """Translate an aiohttp failure into the contract's error tree."""
+    """Translate a client failure into the contract's error tree."""
     where = f"{target.deployment_id}: {during}"
-    if isinstance(exc, TimeoutError):  # includes aiohttp's ServerTimeoutError family
-        return UpstreamTimeout(f"{where}: timed out", deployment_id=target.deployment_id)
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout(f"{where}: timed out ({exc})", deployment_id=target.deployment_id)
     reason = str(exc) or type(exc).__name__
     return UpstreamConnectError(f"{where}: {reason}", deployment_id=target.deployment_id)
 
@@ -94,11 +84,10 @@ class _StreamRelay:
     iteration never started (a client that disconnects before the first chunk).
     """
 
-    __slots__ = ("_content", "_response", "_target")
+    __slots__ = ("_response", "_target")
 
-    def __init__(self, response: aiohttp.ClientResponse, target: BackendTarget) -> None:
-        self._response: aiohttp.ClientResponse | None = response
-        self._content = response.content
+    def __init__(self, response: Response, target: BackendTarget) -> None:
+        self._response: Response | None = response
         self._target = target
 
     def __aiter__(self) -> _StreamRelay:
@@ -108,29 +97,26 @@ class _StreamRelay:
         if self._response is None:
             raise StopAsyncIteration
         try:
-            chunk = await self._content.readany()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self._release()
+            chunk = await self._response.next_chunk()
+        except ClientError as exc:
+            self._response = None
             raise _map_error(exc, self._target, "stream broke") from exc
         if chunk:
             return chunk
-        self._release()
+        self._response = None
         raise StopAsyncIteration
 
     async def aclose(self) -> None:
-        self._release()
-
-    def _release(self) -> None:
-        if self._response is not None:
-            self._response.release()
-            self._response = None
+        response, self._response = self._response, None
+        if response is not None:
+            response.close()
 
 
 class OpenAICompatAdapter:
-    """Adapter for kinds ``openai`` and ``local``: one shared session, bytes passed through."""
+    """Adapter for kinds ``openai`` and ``local``: one shared client, bytes passed through."""
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
+    def __init__(self, client: Client) -> None:
+        self._client = client
 
     async def send(
         self,
@@ -140,10 +126,17 @@ class OpenAICompatAdapter:
         body: dict[str, object],
         stream: bool,
     ) -> UpstreamResponse:
-        response = await self._post(target, endpoint, _payload(target, raw, body))
+        payload = _payload(target, raw, body)
+        try:
+            request = _request(target.base_url, endpoint, target.api_key)
+            response = await self._client.request(
+                b"POST", request.url, request.head, payload, target.timeout_s
+            )
+        except (ClientError, ValueError) as exc:  # ValueError: an unusable base_url or key
+            raise _map_error(exc, target, f"POST {endpoint}") from exc
         if response.status >= 400:
             raise await self._http_error(response, target)
-        content_type = response.headers.get("Content-Type", "application/json")
+        content_type = response.headers.get("content-type", "application/json")
         if stream:
             return UpstreamResponse(
                 status=response.status,
@@ -151,54 +144,36 @@ class OpenAICompatAdapter:
                 chunks=_StreamRelay(response, target),
                 headers=response.headers,
             )
-        body_bytes = await self._read(response, target)
         return UpstreamResponse(
             status=response.status,
             content_type=content_type,
-            body=body_bytes,
+            body=await self._read(response, target),
             headers=response.headers,
         )
 
     async def health(self, target: BackendTarget) -> bool:
         """True when ``GET {base_url}/models`` answers 200 within a few seconds."""
-        timeout = _timeout(min(HEALTH_TIMEOUT_S, target.timeout_s))
         try:
-            async with self._session.get(
-                f"{target.base_url}/models", headers=_headers(target), timeout=timeout
-            ) as response:
-                await response.read()
-                return response.status == 200
-        except (aiohttp.ClientError, TimeoutError):
+            request = _request(target.base_url, "models", target.api_key)
+            response = await self._client.request(
+                b"GET", request.url, request.head, b"", min(HEALTH_TIMEOUT_S, target.timeout_s)
+            )
+            await response.read()
+        except (ClientError, ValueError):
             return False
+        return response.status == 200
 
     async def close(self) -> None:
-        """Close the shared session (the adapter owns it)."""
-        await self._session.close()
+        """Close the shared client (the adapter owns it)."""
+        await self._client.close()
 
-    async def _post(
-        self, target: BackendTarget, endpoint: Endpoint, payload: bytes
-    ) -> aiohttp.ClientResponse:
-        try:
-            return await self._session.post(
-                f"{target.base_url}/{endpoint}",
-                data=payload,
-                headers=_headers(target),
-                timeout=_timeout(target.timeout_s),
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _map_error(exc, target, f"POST {endpoint}") from exc
-
-    async def _read(self, response: aiohttp.ClientResponse, target: BackendTarget) -> bytes:
+    async def _read(self, response: Response, target: BackendTarget) -> bytes:
         try:
             return await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except ClientError as exc:
             raise _map_error(exc, target, "reading the body") from exc
-        finally:
-            response.release()
 
-    async def _http_error(
-        self, response: aiohttp.ClientResponse, target: BackendTarget
-    ) -> UpstreamError:
+    async def _http_error(self, response: Response, target: BackendTarget) -> UpstreamError:
         status = response.status
         try:
             body = await self._read(response, target)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 
 from adapters.base import Adapter
-from adapters.openai_compat import OpenAICompatAdapter, make_session
+from adapters.openai_compat import OpenAICompatAdapter, make_client
 from registry.db import session_scope
 from registry.service import insert_decisions, load_snapshot, registry_version
 from router.audit import AuditWriter
@@ -77,7 +77,7 @@ class Gateway:
         if self.settings.local_model:
             await asyncio.to_thread(self._start_local_model)
         await asyncio.to_thread(self.reload)
-        compat = OpenAICompatAdapter(make_session())
+        compat = OpenAICompatAdapter(make_client())
         self._adapters = {"openai": compat, "local": compat}
         self.audit.start()
         self._poller = asyncio.get_running_loop().create_task(self._poll(), name="registry-poll")

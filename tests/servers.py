@@ -37,9 +37,10 @@ class _Server(uvicorn.Server):
 
 @contextmanager
 def serve_app(app: Any, *, lifespan: Literal["auto", "on", "off"] = "auto") -> Iterator[str]:
-    """Serve ``app``; yields its base URL, e.g. ``http://127.0.0.1:54321``."""
+    """Serve ``app``; yields its base URL, e.g. ``http://127.0.0.1:54321``. On uvloop, as
+    ``provenance-router serve`` runs (uvicorn picks it when installed)."""
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan=lifespan, log_level="warning", loop="asyncio"
+        app, host="127.0.0.1", port=0, lifespan=lifespan, log_level="warning", loop="uvloop"
     )
     server = _Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test-server", daemon=True)

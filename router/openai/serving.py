@@ -244,7 +244,7 @@ async def _relay_body(exchange: Exchange, response: UpstreamResponse, send: Send
     body = response.body or b""
     headers = _response_headers(exchange, response.content_type.encode("latin-1"))
     headers.append((b"content-length", str(len(body)).encode()))
-    encoding = response.headers.get("Content-Encoding")
+    encoding = response.headers.get("content-encoding")
     if encoding:  # an upstream that compressed despite Accept-Encoding: identity
         headers.append((b"content-encoding", encoding.encode("latin-1")))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})

@@ -21,7 +21,7 @@ from adapters.base import (
 )
 from adapters.litellm_adapter import LiteLLMAdapter
 from adapters.local_llamacpp import LocalModelServer
-from adapters.openai_compat import OpenAICompatAdapter, make_session
+from adapters.openai_compat import OpenAICompatAdapter, make_client
 from tests.fakes import FakeUpstream, closed_port_url
 
 # LiteLLM silences these pydantic warnings with global filters when it is imported; pytest resets
@@ -273,7 +273,7 @@ async def test_real_model_answers_like_the_fast_path(
     via_litellm = target(local_model.base_url, upstream_model="openai/smollm2", api_key="none")
 
     through_litellm = await send(adapter, via_litellm, body)
-    fast = OpenAICompatAdapter(make_session())
+    fast = OpenAICompatAdapter(make_client())
     try:
         direct = await fast.send(local, "chat/completions", orjson.dumps(body), body, False)
     finally:

@@ -12,15 +12,16 @@ import orjson
 import pytest
 
 from adapters.base import BackendTarget, Endpoint, UpstreamResponse
+from adapters.http1 import URL
 from adapters.local_llamacpp import LocalModelError, LocalModelServer, find_bundled_gguf
-from adapters.openai_compat import OpenAICompatAdapter, make_session
+from adapters.openai_compat import OpenAICompatAdapter, make_client
 
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture
 async def adapter() -> AsyncIterator[OpenAICompatAdapter]:
-    adapter = OpenAICompatAdapter(make_session())
+    adapter = OpenAICompatAdapter(make_client())
     yield adapter
     await adapter.close()
 
@@ -149,12 +150,13 @@ async def test_health_and_alias(
     adapter: OpenAICompatAdapter, local_model: LocalModelServer
 ) -> None:
     assert await adapter.health(local_target(local_model)) is True
-    session = make_session()
+    client = make_client()
     try:
-        async with session.get(f"{local_model.base_url}/models") as response:
-            models = orjson.loads(await response.read())
+        url = URL.parse(f"{local_model.base_url}/models")
+        response = await client.request(b"GET", url, b"", b"", 10.0)
+        models = orjson.loads(await response.read())
     finally:
-        await session.close()
+        await client.close()
     assert [m["id"] for m in models["data"]] == ["smollm2"]
 
 

@@ -17,7 +17,7 @@ from adapters.base import (
     UpstreamResponse,
     UpstreamTimeout,
 )
-from adapters.openai_compat import OpenAICompatAdapter, make_session
+from adapters.openai_compat import OpenAICompatAdapter, make_client
 from tests.fakes import FakeUpstream, closed_port_url
 
 pytestmark = pytest.mark.anyio
@@ -36,7 +36,7 @@ def encode(body: dict[str, Any]) -> tuple[bytes, dict[str, object]]:
 
 @pytest.fixture
 async def adapter() -> AsyncIterator[OpenAICompatAdapter]:
-    adapter = OpenAICompatAdapter(make_session())
+    adapter = OpenAICompatAdapter(make_client())
     yield adapter
     await adapter.close()
 
@@ -44,7 +44,7 @@ async def adapter() -> AsyncIterator[OpenAICompatAdapter]:
 @pytest.fixture
 async def one_conn_adapter() -> AsyncIterator[OpenAICompatAdapter]:
     """A pool of one connection: a response that is not released makes the next call hang."""
-    adapter = OpenAICompatAdapter(make_session(limit=1))
+    adapter = OpenAICompatAdapter(make_client(limit=1))
     yield adapter
     await adapter.close()
 
@@ -326,3 +326,16 @@ async def test_errors_are_upstream_errors(adapter: OpenAICompatAdapter) -> None:
 
     with pytest.raises(UpstreamError):
         await adapter.send(target("http://127.0.0.1:1/v1"), "chat/completions", raw, body, False)
+
+
+async def test_unusable_backend_settings_are_upstream_errors_that_hide_the_key(
+    adapter: OpenAICompatAdapter, fake_upstream: FakeUpstream
+) -> None:
+    raw, body = encode(CHAT)
+    bad_key = target(fake_upstream.base_url, api_key="sk-secret\r\nX-Injected: 1")
+    with pytest.raises(UpstreamConnectError, match="line breaks") as caught:
+        await adapter.send(bad_key, "chat/completions", raw, body, False)
+    assert "sk-secret" not in str(caught.value) and fake_upstream.calls == 0
+    with pytest.raises(UpstreamConnectError, match="not an http"):
+        await adapter.send(target("ftp://example/v1"), "chat/completions", raw, body, False)
+    assert await adapter.health(bad_key) is False
