@@ -109,11 +109,12 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
+        self.busy = False  # a request is in flight
         self.idle_since = 0.0
-        self.high_water = HIGH_WATER
         self.reset()
 
     def reset(self) -> None:
+        self.high_water = HIGH_WATER
         self.status = 0
         self.headers: dict[str, str] = {}
         self.body: deque[bytes] = deque()
@@ -133,6 +134,9 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        if not self.busy:  # bytes nobody asked for (say a 408 before the server closes)
+            self.abort()
+            return
         self.started = True
         try:
             self.parser.feed_data(data)
@@ -249,6 +253,9 @@ class Response:
         if conn is None:
             return b""
         conn.high_water = 1 << 62  # the caller wants all of it: never pause
+        if conn.paused and conn.transport is not None:
+            conn.paused = False
+            conn.transport.resume_reading()
         try:
             while not conn.complete:
                 if conn.error is not None:
@@ -325,6 +332,7 @@ class Client:
         while True:
             conn, reused = await self._acquire(url.origin, timeout_s)
             conn.reset()
+            conn.busy = True
             assert conn.transport is not None
             if body:
                 conn.transport.writelines((request, body))
@@ -438,7 +446,7 @@ class Client:
             self._discard(conn)
             return
         conn.idle_since = conn.loop.time()
-        conn.reset()
+        conn.busy = False
         idle.append(conn)
         self._notify()
 

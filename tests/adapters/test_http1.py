@@ -202,6 +202,26 @@ async def test_malformed_response_is_a_protocol_error_and_the_connection_dropped
 # -- connections that go away ---------------------------------------------------------------
 
 
+async def test_bytes_on_an_idle_connection_retire_it() -> None:
+    """A server may say something unasked (a 408 before it closes): that connection is done."""
+
+    async def chatty(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.request(r)
+        w.write(OK)
+        await asyncio.sleep(0.02)
+        w.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+        await s.request(r)  # a request sent here anyway would get no answer
+        await asyncio.sleep(10)
+
+    async with serving(chatty) as server, client() as c:
+        response = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+        assert await response.read() == b"{}"
+        await asyncio.sleep(0.1)
+        response = await c.request(b"POST", server.url(), HEAD, b"{}", 1.0)
+        assert await response.read() == b"{}"
+    assert server.connections == 2
+
+
 async def test_idle_connection_closed_by_the_server_is_replaced() -> None:
     async def one_each(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
         await s.request(r)
@@ -345,12 +365,12 @@ async def test_slow_reader_pauses_the_socket_and_loses_nothing() -> None:
     sent = asyncio.Event()
 
     async def firehose(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
-        await s.request(r)
-        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload))
-        for i in range(0, len(payload), 65536):
-            w.write(payload[i : i + 65536])
-            await w.drain()
-        sent.set()
+        while await s.request(r) is not None:
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload))
+            for i in range(0, len(payload), 65536):
+                w.write(payload[i : i + 65536])
+                await w.drain()
+            sent.set()
 
     async with serving(firehose) as server, client() as c:
         response = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
@@ -362,6 +382,15 @@ async def test_slow_reader_pauses_the_socket_and_loses_nothing() -> None:
         while chunk := await response.next_chunk():
             received += chunk
         assert bytes(received) == payload
+        # read() lifts the limit for its response only: a later stream on the same
+        # connection is bounded again
+        again = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+        assert len(await again.read()) == len(payload)
+        third = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+        conn = third._conn
+        assert conn is not None and conn.high_water == HIGH_WATER
+        third.close()
+    assert server.connections == 1
 
 
 # -- TLS, URLs, headers -----------------------------------------------------------------------
