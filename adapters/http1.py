@@ -14,16 +14,19 @@ What it does:
 - ``http`` and ``https`` (the system's default certificate store, or the given
   ``ssl_context``; the hostname is checked);
 - bodies with ``Content-Length``, ``chunked``, or ending when the server closes;
-- ``timeout_s`` bounds connecting, waiting for the response to start, and every wait for more
-  body bytes (a long answer that keeps arriving is healthy), as before with aiohttp;
+- ``timeout_s`` bounds everything until the response starts (waiting for a free connection,
+  connecting, a resend, the answer's head), then every wait for more body bytes (a long answer
+  that keeps arriving is healthy), as before with aiohttp;
 - a stream that its reader does not keep up with stops reading from the socket past
   ``HIGH_WATER`` bytes (TCP backpressure towards the upstream);
 - a request sent on a reused connection that the server had already closed (its keep-alive
   ran out: uvicorn-based servers such as vLLM close idle connections after 5 s) is sent once
-  more on a new connection, only when not one byte of a response arrived.
+  more on a new connection, only when not one byte of a response arrived;
+- idle connections past ``idle_s`` are closed when their origin is next used.
 
 What it does not do: proxies, redirects, cookies, decompression (callers ask for
-``identity``), HTTP/2, ``Expect: 100-continue``, pipelining. Any failure is a
+``identity``), HTTP/2, ``Expect: 100-continue``, pipelining, ``HEAD`` (its response has no
+body, which this parser would wait for). Any failure is a
 :class:`ClientError` (``Timeout`` is also a ``TimeoutError``); a connection that failed, was
 abandoned mid-response or timed out is closed, never reused.
 """
@@ -81,12 +84,15 @@ class URL:
     def parse(cls, url: str) -> URL:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
+            # the URL itself may hold credentials: name only what is wrong with it
+            raise ValueError(f"not an http(s) URL with a host (scheme {parts.scheme!r})")
         tls = parts.scheme == "https"
         netloc = parts.netloc.rpartition("@")[2]  # never send userinfo as the Host
         origin = Origin(tls, parts.hostname, parts.port or (443 if tls else 80), netloc.encode())
-        path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
-        return cls(origin, (path + (f"?{parts.query}" if parts.query else "")).encode())
+        safe = "/%:@!$&'()*+,;=-._~"
+        path = quote(parts.path or "/", safe=safe)
+        query = f"?{quote(parts.query, safe=safe + '?')}" if parts.query else ""
+        return cls(origin, (path + query).encode())
 
 
 def header_lines(headers: dict[str, str]) -> bytes:
@@ -134,13 +140,13 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
-        if not self.busy:  # bytes nobody asked for (say a 408 before the server closes)
+        if not self.busy or self.complete:  # bytes nobody asked for (a 408 before a close)
             self.abort()
             return
         self.started = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(ProtocolError(f"{self.origin}: malformed response: {exc}"))
             self.abort()
 
@@ -151,7 +157,7 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.complete or self.error is not None:
             return
-        if self.headers_done and not self.delimited:  # the body ran until the server closed
+        if self.headers_done and not self.delimited and exc is None:  # the body ran to the close
             self.complete, self.keep_alive = True, False
             self._wake()
             return
@@ -162,6 +168,10 @@ class _Connection(asyncio.Protocol):
             self._fail(ConnectError(f"{self.origin}: connection closed by the server{reason}"))
 
     # -- httptools callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # more bytes after the response, in the same packet
+            raise ProtocolError(f"{self.origin}: unexpected bytes after the response")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         key, text = name.decode("latin-1").lower(), value.decode("latin-1")
@@ -194,10 +204,12 @@ class _Connection(asyncio.Protocol):
 
     # -- waiting -----------------------------------------------------------------------------
 
-    async def wait(self, timeout_s: float) -> None:
-        """Until something happens (the head, body bytes, the end, a failure) or the timeout."""
+    async def wait(self, timeout_s: float, limit_s: float | None = None) -> None:
+        """Until something happens (the head, body bytes, the end, a failure) or ``timeout_s``
+        passed (``limit_s``: the whole allowance, when this wait has only what is left of it)."""
         waiter = self.waiter = self.loop.create_future()
-        timer = self.loop.call_later(timeout_s, self._time_out, waiter, timeout_s)
+        limit = timeout_s if limit_s is None else limit_s
+        timer = self.loop.call_later(timeout_s, self._time_out, waiter, limit)
         try:
             await waiter
         finally:
@@ -328,31 +340,41 @@ class Client:
             head,
             length,
         )
-        resent = False
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        fresh = False
         while True:
-            conn, reused = await self._acquire(url.origin, timeout_s)
+            conn, reused = await self._acquire(url.origin, deadline, fresh=fresh)
             conn.reset()
             conn.busy = True
-            assert conn.transport is not None
-            if body:
-                conn.transport.writelines((request, body))
-            else:
-                conn.transport.write(request)
             try:
+                self._write(conn, request, body)
                 while not conn.headers_done:
                     if conn.error is not None:
                         raise conn.error
-                    await conn.wait(timeout_s)
+                    await conn.wait(deadline - conn.loop.time(), timeout_s)
             except ConnectError:
                 self._discard(conn)
-                if reused and not conn.started and not resent:
-                    resent = True  # the server had closed this idle connection: once more
+                if reused and not conn.started and not fresh and not self._closed:
+                    fresh = True  # the server had closed this idle connection: once more
                     continue
                 raise
             except BaseException:
                 self._discard(conn)
                 raise
             return Response(self, conn, timeout_s)
+
+    @staticmethod
+    def _write(conn: _Connection, request: bytes, body: bytes) -> None:
+        transport = conn.transport
+        if conn.closed or transport is None or transport.is_closing():
+            raise ConnectError(f"{conn.origin}: connection closed by the server")
+        try:
+            if body:
+                transport.writelines((request, body))
+            else:
+                transport.write(request)
+        except RuntimeError as exc:  # uvloop: the transport closed under us
+            raise ConnectError(f"{conn.origin}: connection closed by the server") from exc
 
     async def close(self) -> None:
         """Close idle connections; connections in use close when their response is done."""
@@ -362,20 +384,29 @@ class Client:
                 conn.abort()
                 self._open -= 1
         self._idle.clear()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(ConnectError("the HTTP client is closed"))
 
     # -- the pool ----------------------------------------------------------------------------
 
-    async def _acquire(self, origin: Origin, timeout_s: float) -> tuple[_Connection, bool]:
+    async def _acquire(
+        self, origin: Origin, deadline: float, *, fresh: bool = False
+    ) -> tuple[_Connection, bool]:
+        """A pooled connection (unless ``fresh``) or a new one, by ``deadline``; and whether it
+        was reused."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
         while True:
-            conn = self._pop_idle(origin, loop.time())
+            if self._closed:
+                raise ConnectError("the HTTP client is closed")
+            conn = None if fresh else self._pop_idle(origin, loop.time())
             if conn is not None:
                 return conn, True
             if self._open < self._limit or self._evict_one():
                 self._open += 1
                 try:
-                    return await self._connect(origin, loop, timeout_s), False
+                    return await self._connect(origin, loop, deadline - loop.time()), False
                 except BaseException:
                     self._open -= 1
                     self._notify()
@@ -385,8 +416,12 @@ class Client:
             try:
                 async with asyncio.timeout_at(deadline):
                     await waiter
-            except TimeoutError:
-                raise Timeout(f"{origin}: no free connection within {timeout_s:g} s") from None
+            except BaseException as exc:
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    self._notify()  # woken but leaving: pass the free slot on
+                if isinstance(exc, TimeoutError):
+                    raise Timeout(f"{origin}: no free connection in time") from None
+                raise
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
@@ -418,7 +453,7 @@ class Client:
     ) -> _Connection:
         context = self._ssl_context() if origin.tls else None
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(max(timeout_s, 0.0)):
                 _, conn = await loop.create_connection(
                     lambda: _Connection(origin, loop),
                     origin.host,
@@ -427,7 +462,7 @@ class Client:
                     server_hostname=origin.host if context else None,
                 )
         except TimeoutError:
-            raise Timeout(f"{origin}: could not connect within {timeout_s:g} s") from None
+            raise Timeout(f"{origin}: could not connect in time") from None
         except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
             raise ConnectError(f"{origin}: cannot connect: {exc}") from exc
         return conn
@@ -445,7 +480,11 @@ class Client:
         if len(idle) >= MAX_IDLE_PER_ORIGIN:
             self._discard(conn)
             return
-        conn.idle_since = conn.loop.time()
+        now = conn.loop.time()
+        while idle and now - idle[0].idle_since >= self._idle_s:  # the longest idle first
+            idle.popleft().abort()
+            self._open -= 1
+        conn.idle_since = now
         conn.busy = False
         idle.append(conn)
         self._notify()

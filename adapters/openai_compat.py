@@ -19,7 +19,7 @@ Failures become the ``UpstreamError`` tree of :mod:`adapters.base`: before the f
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import orjson
@@ -49,7 +49,7 @@ class _Request:
     """Where a backend's endpoint is and the header lines every request to it carries."""
 
     url: URL
-    head: bytes
+    head: bytes = field(repr=False)  # may carry the backend's API key
 
 
 @lru_cache(maxsize=4096)

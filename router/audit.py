@@ -1,8 +1,9 @@
 """Batched audit log of routing decisions.
 
 A request only appends its finished record to an in-memory buffer: no I/O and no row building
-on the request path. A background task turns the buffer into rows and writes them with one bulk
-INSERT every ``flush_s`` seconds or as soon as ``batch_max`` records wait, in a worker thread.
+on the request path. Every ``flush_s`` seconds, or as soon as ``batch_max`` records wait, a
+worker thread turns the buffer into rows and writes them with one bulk INSERT; the event loop
+only hands the list over.
 
 Nothing is lost quietly:
 - a failed write keeps the records for the next flush (the database may be briefly away);
@@ -73,11 +74,22 @@ class AuditWriter:
             batch, self._pending = self._pending, []
             if not batch:
                 return 0
-            rows = [item if isinstance(item, Mapping) else item.audit_row() for item in batch]
-            written, kept = await asyncio.to_thread(self._write_rows, rows)
+            written, kept = await asyncio.to_thread(self._build_and_write, batch)
             self._pending[:0] = kept
             self._bound()
             return written
+
+    def _build_and_write(self, batch: list[Auditable | Row]) -> tuple[int, list[Row]]:
+        rows: list[Row] = []
+        for item in batch:
+            if isinstance(item, Mapping):
+                rows.append(item)
+                continue
+            try:
+                rows.append(item.audit_row())
+            except Exception:  # a bug in building one row must not stop the log
+                log.exception("audit record %r could not be turned into a row, dropped", item)
+        return self._write_rows(rows)
 
     def _write_rows(self, rows: list[Row]) -> tuple[int, list[Row]]:
         """Blocking: (rows written, rows to keep for the next flush)."""

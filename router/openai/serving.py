@@ -34,7 +34,7 @@ from router.openai.models import model_list, one_model, visible_models
 from router.openai.protocol import OPERATIONS, Operation, stricter_classification
 from router.openai.protocol import parse_body as parse_request
 from router.policy import CandidateDecision, RequestContext
-from router.routing import AttemptLog, attempt_in_order, plan, policy_denied
+from router.routing import AttemptLog, attempt_in_order, outcome_of, plan, policy_denied
 from router.table import RoutingTable
 
 Scope = MutableMapping[str, Any]
@@ -274,11 +274,14 @@ async def _relay_stream(
         if watcher.done():  # we closed the upstream because the client left
             return
         exchange.status, exchange.error_code = "stream_error", "upstream_stream_error"
-        failure = UpstreamFailed(f"The backend failed mid-stream: {error}")
+        # the details (backend address, socket error) stay in the gateway's log
+        log.warning("request %s: stream broke: %s", exchange.request_id, error)
+        failure = UpstreamFailed(f"The backend failed mid-stream ({outcome_of(error)}).")
         frame = b"event: error\ndata: " + failure.body() + b"\n\ndata: [DONE]\n\n"
         await send({"type": "http.response.body", "body": frame, "more_body": True})
     finally:
         watcher.cancel()
+        await response.aclose()  # a send that failed or was cancelled must not hold it open
         tail = previous + last
         exchange.usage = _usage(tail)
         # A client may hang up as soon as it has read [DONE], before the backend closes: that

@@ -6,7 +6,9 @@ picks in production)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -45,6 +47,7 @@ class Server:
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
+        self.tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
         self.requests: list[tuple[bytes, bytes]] = []  # (head, body)
         self.port = 0
@@ -67,6 +70,9 @@ class Server:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
         try:
             await self.handler(reader, writer, self)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -84,6 +90,9 @@ async def serving(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncI
         yield server
     finally:
         listener.close()
+        for task in server.tasks:  # handlers still sleeping or reading
+            task.cancel()
+        await asyncio.gather(*server.tasks, return_exceptions=True)
 
 
 @asynccontextmanager
@@ -91,6 +100,8 @@ async def client(**options: object) -> AsyncIterator[Client]:
     c = Client(**options)  # type: ignore[arg-type]
     try:
         yield c
+        # every connection still counted is one waiting in the pool: nothing leaked
+        assert c._open == sum(len(idle) for idle in c._idle.values())
     finally:
         await c.close()
 
@@ -155,10 +166,11 @@ async def test_connection_close_is_honoured() -> None:
     async def closing(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
         await s.request(r)
         w.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}")
+        await asyncio.sleep(10)  # keeps the socket open: only the header says not to reuse it
 
     async with serving(closing) as server, client() as c:
         for _ in range(3):
-            response = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+            response = await c.request(b"POST", server.url(), HEAD, b"{}", 2.0)
             assert await response.read() == b"{}"
     assert server.connections == 3
 
@@ -206,17 +218,20 @@ async def test_bytes_on_an_idle_connection_retire_it() -> None:
     """A server may say something unasked (a 408 before it closes): that connection is done."""
 
     async def chatty(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
-        await s.request(r)
+        if await s.request(r) is None:
+            return
         w.write(OK)
-        await asyncio.sleep(0.02)
-        w.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
-        await s.request(r)  # a request sent here anyway would get no answer
-        await asyncio.sleep(10)
+        if s.connections == 1:
+            await w.drain()
+            await asyncio.sleep(0.02)
+            w.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+            await s.request(r)  # a request sent here anyway would get no answer
+            await asyncio.sleep(10)
 
     async with serving(chatty) as server, client() as c:
         response = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
         assert await response.read() == b"{}"
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)
         response = await c.request(b"POST", server.url(), HEAD, b"{}", 1.0)
         assert await response.read() == b"{}"
     assert server.connections == 2
@@ -233,7 +248,74 @@ async def test_idle_connection_closed_by_the_server_is_replaced() -> None:
             response = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
             assert await response.read() == b"{}"
             await asyncio.sleep(0.05)  # the close reaches the client while idle
-    assert (server.connections, len(server.requests)) == (3, 3)
+            assert all(conn.closed for idle in c._idle.values() for conn in idle)
+    assert (server.connections, len(server.requests)) == (3, 3)  # no request was resent
+
+
+async def test_bytes_after_the_response_in_the_same_packet_retire_the_connection() -> None:
+    async def extra(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        while await s.request(r) is not None:
+            w.write(OK + b"HTTP/1.1 200 OK\r\nX-Sneaky: 1\r\nContent-Length: 3\r\n\r\nbad")
+
+    async with serving(extra) as server, client() as c:
+        for _ in range(2):
+            response = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+            assert await response.read() == b"{}" and "x-sneaky" not in response.headers
+    assert server.connections == 2
+
+
+async def test_reset_during_a_body_that_ends_at_close_is_an_error_not_the_end() -> None:
+    async def reset(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\ntrunc")
+        await w.drain()
+        await asyncio.sleep(0.05)
+        sock = w.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        w.transport.abort()  # RST, not FIN
+
+    async with serving(reset) as server, client() as c:
+        response = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+        with pytest.raises(ProtocolError, match="mid-response"):
+            await response.read()
+
+
+async def test_a_pooled_connection_found_closing_at_write_is_replaced() -> None:
+    async with serving(keep_alive) as server, client() as c:
+        response = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+        assert await response.read() == b"{}"
+        (pooled,) = c._idle[server.url().origin]
+        assert pooled.transport is not None
+        pooled.transport.abort()  # closing; the pool learns of it only on the next loop turn
+        response = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+        assert await response.read() == b"{}"
+    assert (server.connections, len(server.requests)) == (2, 2)
+
+
+async def test_no_resend_once_part_of_the_answer_arrived() -> None:
+    async def half_second(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        while await s.request(r) is not None:
+            if len(s.requests) == 2:
+                w.write(b"HTTP/1.1 200 O")
+                await w.drain()
+                return
+            w.write(OK)
+
+    async with serving(half_second) as server, client() as c:
+        response = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+        assert await response.read() == b"{}"
+        with pytest.raises(ConnectError, match="closed by the server"):
+            await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+    assert len(server.requests) == 2
+
+
+async def test_a_server_that_closes_at_once_is_a_connect_error() -> None:
+    async def hang_up(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        return
+
+    async with serving(hang_up) as server, client() as c:
+        with pytest.raises(ConnectError, match="closed by the server"):
+            await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
 
 
 async def test_request_on_a_connection_the_server_just_closed_is_sent_once_more() -> None:
@@ -311,7 +393,7 @@ async def test_stalled_body_times_out_between_chunks() -> None:
         await asyncio.sleep(10)
 
     async with serving(stall) as server, client() as c:
-        response = await c.request(b"POST", server.url(), HEAD, b"{}", 0.2)
+        response = await c.request(b"POST", server.url(), HEAD, b"{}", 0.5)
         assert await response.next_chunk() == b"hi"
         with pytest.raises(Timeout, match="more of the response"):
             await response.next_chunk()
@@ -344,6 +426,34 @@ async def test_limit_makes_callers_wait_for_a_connection() -> None:
     assert server.connections == 1
 
 
+async def test_a_waiter_that_gives_up_passes_its_turn_on() -> None:
+    async with serving(keep_alive) as server, client(limit=1) as c:
+        held = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+        first = asyncio.ensure_future(c.request(b"POST", server.url(), HEAD, b"{}", 5.0))
+        second = asyncio.ensure_future(c.request(b"POST", server.url(), HEAD, b"{}", 5.0))
+        await asyncio.sleep(0.05)
+        assert await held.read() == b"{}"  # wakes `first`...
+        first.cancel()  # ...which leaves before it runs: `second` must get the connection
+        assert await (await asyncio.wait_for(second, 2.0)).read() == b"{}"
+        with pytest.raises(asyncio.CancelledError):
+            await first
+
+
+async def test_close_fails_waiting_callers_at_once() -> None:
+    async with serving(keep_alive) as server:
+        c = Client(limit=1)
+        held = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+        waiting = asyncio.ensure_future(c.request(b"POST", server.url(), HEAD, b"{}", 30.0))
+        await asyncio.sleep(0.05)
+        await c.close()
+        with pytest.raises(ConnectError, match="closed"):
+            await asyncio.wait_for(waiting, 2.0)
+        assert await held.read() == b"{}"  # in flight: finishes, then its connection closes
+        assert c._open == 0
+        with pytest.raises(ConnectError, match="closed"):
+            await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+
+
 async def test_a_closed_response_frees_its_slot_and_its_connection_is_not_reused() -> None:
     async def endless(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
         while await s.request(r) is not None:
@@ -374,10 +484,14 @@ async def test_slow_reader_pauses_the_socket_and_loses_nothing() -> None:
 
     async with serving(firehose) as server, client() as c:
         response = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
-        await asyncio.sleep(0.2)  # not reading: the client stops reading the socket
-        assert not sent.is_set()
         conn = response._conn
-        assert conn is not None and conn.paused and conn.buffered <= 2 * HIGH_WATER
+        assert conn is not None
+        for _ in range(500):  # not reading: the client stops reading the socket
+            if conn.paused:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert conn.paused and conn.buffered <= 2 * HIGH_WATER and not sent.is_set()
         received = bytearray()
         while chunk := await response.next_chunk():
             received += chunk

@@ -370,3 +370,42 @@ def test_background_flush_retries_after_a_failure() -> None:
 
     asyncio.run(scenario())
     assert sink.rows() == rows(1)
+
+
+class Broken:
+    """A finished request whose row cannot be built (a bug): it must not stop the log."""
+
+    def audit_row(self) -> Row:
+        raise KeyError("missing field")
+
+
+class Ready:
+    def __init__(self, row: Row) -> None:
+        self.row = row
+        self.thread = ""
+
+    def audit_row(self) -> Row:
+        self.thread = threading.current_thread().name
+        return self.row
+
+
+def test_rows_are_built_off_the_event_loop_and_a_broken_record_is_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = Sink()
+    ready = Ready(rows(2)[0])
+
+    async def scenario() -> None:
+        writer = AuditWriter(sink, flush_s=0.01, batch_max=1000)
+        writer.start()
+        writer.record(rows(1)[0])
+        writer.record(Broken())
+        writer.record(ready)
+        await wait_async(lambda: len(sink.rows()) == 2)
+        writer.record(rows(3)[0])  # the writer goes on
+        await writer.stop()
+
+    asyncio.run(scenario())
+    assert sink.rows() == rows(1, 2, 3)
+    assert ready.thread not in ("", threading.main_thread().name)
+    assert "could not be turned into a row" in caplog.text
