@@ -5,6 +5,10 @@ It parses the body once (to find the model) and relays the upstream's bytes, chu
 a stream: the least a Python front end can do for an OpenAI request. The gateway's target is
 >= 70 % of its throughput.
 
+With ``PASSTHROUGH_CLIENT=http1`` it calls upstreams with the gateway's own HTTP client
+(``adapters/http1.py``) instead: target ``raw-http1``, the same passthrough with the client the
+gateway uses, so gateway / raw-http1 is what auth, policy, routing, headers and audit cost.
+
     UPSTREAMS=mock=http://127.0.0.1:18001,mock-slow=http://127.0.0.1:18002 \
         python bench/passthrough_raw.py --port 18103
 """
@@ -25,6 +29,13 @@ for item in filter(None, os.environ.get("UPSTREAMS", "").split(",")):
     UPSTREAMS[name.strip()] = base.strip().rstrip("/")
 JSON = [(b"content-type", b"application/json")]
 session: aiohttp.ClientSession | None = None
+HTTP1 = os.environ.get("PASSTHROUGH_CLIENT", "aiohttp") == "http1"
+if HTTP1:
+    from adapters.http1 import URL, Client, header_lines
+
+    client = Client()
+    HEAD = header_lines({"Content-Type": "application/json", "Accept-Encoding": "identity"})
+    URLS: dict[str, URL] = {}
 
 
 async def lifespan(receive: Any, send: Any) -> None:
@@ -69,6 +80,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
             {"type": "http.response.body", "body": b'{"error":{"message":"invalid json"}}'}
         )
     url = UPSTREAMS.get(j.get("model"), DEFAULT) + scope["path"]
+    if HTTP1:
+        return await relay_http1(url, body, bool(j.get("stream")), send)
     headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
     assert session is not None
     async with session.post(url, data=body, headers=headers) as r:
@@ -92,6 +105,26 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
             "headers": [(b"content-type", ctype), (b"content-length", str(len(data)).encode())],
         }
     )
+    await send({"type": "http.response.body", "body": data})
+
+
+async def relay_http1(url: str, body: bytes, stream: bool, send: Any) -> None:
+    target = URLS.get(url) or URLS.setdefault(url, URL.parse(url))
+    r = await client.request(b"POST", target, HEAD, body, 60.0)
+    ctype = r.headers.get("content-type", "application/json").encode()
+    if stream:
+        start = {
+            "type": "http.response.start",
+            "status": r.status,
+            "headers": [(b"content-type", ctype)],
+        }
+        await send(start)
+        while chunk := await r.next_chunk():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        return await send({"type": "http.response.body", "body": b""})
+    data = await r.read()
+    headers = [(b"content-type", ctype), (b"content-length", str(len(data)).encode())]
+    await send({"type": "http.response.start", "status": r.status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
+from operator import itemgetter
 from typing import Any, cast
 
 import orjson
@@ -282,17 +283,17 @@ class _BulkInsert:
 
     sql: str
     names: tuple[str, ...]
-    processors: tuple[Callable[[Any], Any] | None, ...]
+    pick: Callable[[Mapping[str, Any]], tuple[Any, ...]]  # the values of ``names``, in order
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position, bind processor)
     positional: bool
 
     def params(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
-        processed = (
-            (proc(values[name]) if proc else values[name])
-            for name, proc in zip(self.names, self.processors, strict=True)
-        )
+        row = list(self.pick(values))
+        for position, process in self.processors:
+            row[position] = process(row[position])
         if self.positional:
-            return tuple(processed)
-        return dict(zip(self.names, processed, strict=True))
+            return tuple(row)
+        return dict(zip(self.names, row, strict=True))
 
 
 @cache
@@ -301,10 +302,14 @@ def _decision_insert(dialect: Dialect) -> _BulkInsert:
     columns = sorted(_DECISION_COLUMNS)
     compiled = insert(decisions).values({name: None for name in columns}).compile(dialect=dialect)
     names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(columns)
+    processors = (
+        (i, decisions.c[name].type.bind_processor(dialect)) for i, name in enumerate(names)
+    )
     return _BulkInsert(
         sql=str(compiled),
         names=names,
-        processors=tuple(decisions.c[name].type.bind_processor(dialect) for name in names),
+        pick=itemgetter(*names),
+        processors=tuple((i, process) for i, process in processors if process is not None),
         positional=compiled.positional,
     )
 
