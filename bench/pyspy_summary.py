@@ -54,7 +54,7 @@ LAYERS = {
 STAGES = [
     ("audit log write (worker thread)", re.compile(r"insert_decisions|router/audit\.py")),
     ("registry poll / reload", re.compile(r"_stored_version|Gateway\.reload|load_snapshot")),
-    ("upstream call (adapter + aiohttp client)", re.compile(r"\((adapters|aiohttp)/")),
+    ("upstream call (adapter + HTTP client)", re.compile(r"\((adapters|aiohttp)/")),
     ("policy engine", re.compile(r"\(router/policy/")),
     ("routing plan", re.compile(r"^plan \(router/routing\.py|;plan \(router/routing\.py")),
 ]
