@@ -116,6 +116,42 @@ def run_alembic(engine: Engine, command_name: str, revision: str) -> None:
             getattr(command, command_name)(config, revision)
 
 
+# PostgreSQL advisory lock key of first-start setup ("prvs"); not the migrations' own key
+# (registry/migrations/env.py), which is taken inside it.
+SETUP_LOCK_ID = 0x70727673
+
+
+@contextmanager
+def setup_lock(engine: Engine) -> Iterator[None]:
+    """One process at a time through first-start setup (migrations, the catalog, the default
+    tenant, key and policy): replicas starting together on an empty database would otherwise
+    all find it empty and all create the same rows. PostgreSQL: a session advisory lock,
+    released even if the process dies. SQLite: an exclusive ``flock`` on ``<file>.setup-lock``
+    beside the database (an in-memory database has one process anyway)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"SELECT pg_advisory_lock({SETUP_LOCK_ID})")
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({SETUP_LOCK_ID})")
+                connection.commit()
+        return
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{database}.setup-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """A session that commits on success and rolls back on any exception."""

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from registry.catalog import load_catalog
-from registry.db import migrate, session_scope
+from registry.db import migrate, session_scope, setup_lock
 from registry.keys import hash_key
 from registry.service import (
     NotFoundError,
@@ -42,7 +42,14 @@ SMOLLM_SOURCE = "https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def bootstrap(engine: Engine, settings: Settings) -> str | None:
-    """Prepare the registry; returns a newly generated admin key (to show once) or None."""
+    """Prepare the registry; returns a newly generated admin key (to show once) or None.
+    Replicas starting at once take turns (:func:`registry.db.setup_lock`): the first does the
+    work, the others find it done."""
+    with setup_lock(engine):
+        return _bootstrap(engine, settings)
+
+
+def _bootstrap(engine: Engine, settings: Settings) -> str | None:
     migrate(engine)
     if settings.load_catalog:
         load_catalog(engine)

@@ -56,24 +56,27 @@ def postgres_admin() -> Iterator[Engine]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A migrated, empty registry database; dropped after the test."""
+def blank_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A database with nothing in it, not even migrations (a first start); dropped after."""
     if request.param == "sqlite":
-        db = Database(url=f"sqlite:///{tmp_path / 'registry.db'}")
-        _migrate(db)
-        yield db
+        yield Database(url=f"sqlite:///{tmp_path / 'registry.db'}")
         return
     admin: Engine = request.getfixturevalue("postgres_admin")
     schema = f"test_{uuid.uuid4().hex[:16]}"
     with admin.begin() as connection:
         connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
     try:
-        db = Database(url=f"{postgres_url()}?options=-csearch_path%3D{schema}")
-        _migrate(db)
-        yield db
+        yield Database(url=f"{postgres_url()}?options=-csearch_path%3D{schema}")
     finally:
         with admin.begin() as connection:
             connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def database(blank_database: Database) -> Database:
+    """A migrated, empty registry database; dropped after the test."""
+    _migrate(blank_database)
+    return blank_database
 
 
 def _migrate(db: Database) -> None:
