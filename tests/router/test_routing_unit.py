@@ -446,3 +446,50 @@ def test_only_allowed_deployments_are_ever_called(scenario: dict[str, object]) -
     with mock.patch("router.routing.wait_exponential_jitter", lambda **_: wait_none()):
         asyncio.run(run())
     assert set(backends.calls) <= allowed
+
+
+class EndlessStream:
+    """An upstream stream that never ends by itself; records whether it was released."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def __aiter__(self) -> EndlessStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        await asyncio.sleep(0)
+        return b'data: {"choices": []}\n\n'
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def test_a_stream_whose_client_side_fails_releases_its_upstream() -> None:
+    """Sending to the client can fail or be cancelled (a broken socket, shutdown): the upstream
+    stream must still be released, or its connection stays taken and the model keeps
+    generating for nobody."""
+    from adapters.base import UpstreamResponse
+    from router.openai.serving import Exchange, _relay_stream
+
+    async def scenario() -> EndlessStream:
+        chunks = EndlessStream()
+        response = UpstreamResponse(status=200, content_type="text/event-stream", chunks=chunks)
+        exchange = Exchange("req-1", 0.0, table_of(deps(1)))
+        sent = 0
+
+        async def send(message: dict[str, object]) -> None:
+            nonlocal sent
+            sent += 1
+            if sent > 3:
+                raise OSError("the client's socket broke")
+
+        async def receive() -> dict[str, object]:
+            await asyncio.Event().wait()  # the client never says it left
+            return {}
+
+        with pytest.raises(OSError, match="socket broke"):
+            await _relay_stream(exchange, response, send, receive)
+        return chunks
+
+    assert asyncio.run(scenario()).closed

@@ -190,6 +190,7 @@ def test_sdk_sees_the_chunks_then_an_error_and_nothing_is_retried(
             received.append(chunk.choices[0].delta.content)
     assert not isinstance(caught.value, openai.APIStatusError)  # the stream had started: 200
     assert "failed mid-stream" in caught.value.message
+    assert str(first.port) not in caught.value.message  # the backend's address stays inside
     assert caught.value.code == "upstream_error"
     pieces = [piece for piece in received if piece]
     assert len(pieces) == 2 and first.reply.startswith("".join(pieces))
