@@ -99,23 +99,18 @@ def allowed_deployments(
             code="model_not_found",
         )
     key = (model, tenant_id, action, context)
-    return table.filtered.get(key, lambda: policy_filter(table, resolved, model, key))
+    return table.filtered.get(key, lambda: policy_filter(table, resolved, key))
 
 
-def policy_filter(
-    table: RoutingTable,
-    resolved: Candidates,
-    model: str,
-    key: FilterKey,
-) -> Filtered:
+def policy_filter(table: RoutingTable, resolved: Candidates, key: FilterKey) -> Filtered:
     """The enabled candidates the policy allows, and every enabled candidate's decision.
 
     Depends only on the table (one registry and policy version) and the key, so the result is
     cached on the table: the same decisions, from the same engine, request after request."""
+    model, tenant_id, action, context = key
     enabled = [d for d in resolved.deployments if d.enabled]
     if not enabled:
         raise NoBackendAvailable(f"No deployment of `{model}` is enabled.")
-    _, tenant_id, action, context = key
     decisions = eligible_deployments(
         table.engine, tenant_id=tenant_id, action=action, context=context, candidates=enabled
     )
