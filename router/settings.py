@@ -11,10 +11,18 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def data_dir() -> Path:
+    path = Path(user_data_dir("provenance-router", appauthor=False))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def default_database_url() -> str:
-    data_dir = Path(user_data_dir("provenance-router", appauthor=False))
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{data_dir / 'registry.db'}"
+    return f"sqlite:///{data_dir() / 'registry.db'}"
+
+
+def default_signing_key_dir() -> Path:
+    return data_dir() / "signing"
 
 
 class Settings(BaseSettings):
@@ -42,6 +50,9 @@ class Settings(BaseSettings):
     log_level: str = "warning"
     site_country: str | None = None  # ISO country this gateway runs in (local deployment location)
     site_region: str | None = None
+    # Ed25519 key of audit checkpoints and receipts (see router.signing); generated at first
+    # start. Replicas that must sign with one key share this directory like any other secret.
+    signing_key_dir: Path = Field(default_factory=default_signing_key_dir)
 
 
 def resolve_secret(reference: str) -> str | None:
