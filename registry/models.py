@@ -33,6 +33,7 @@ from pydantic import (
     ValidationInfo,
     create_model,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, text
@@ -52,16 +53,21 @@ from registry.snapshot import (
 from registry.validation import (
     MODEL_ID_RE,
     SLUG_RE,
+    Accelerator,
     Country,
     EnvVarName,
+    HardwareVendor,
     LicenseId,
     ModelId,
+    Purpose,
+    Region,
     RouteName,
     Slug,
     Url,
     eea_countries,
     flatten_deployment,
 )
+from registry.vocabulary import accelerator_vendor
 
 # Named constraints, so later migrations (batch mode on SQLite) can drop and alter them.
 SQLModel.metadata.naming_convention = {
@@ -237,7 +243,7 @@ class ModelBase(ClaimedBase):
     license: LicenseId | None = Field(default=None, foreign_key="licenses.id", index=True)
     weights_digest: str | None = None
     review_status: ReviewStatus = Field(default="under_review", sa_type=String)
-    training_hardware_vendor: str | None = None
+    training_hardware_vendor: HardwareVendor | None = None
     training_data_origin: str | None = None
     behavioral_restrictions: list[str] = Field(default_factory=list, sa_type=JSONType)
 
@@ -288,10 +294,10 @@ class DeploymentBase(ClaimedBase):
     operator: Slug | None = Field(default=None, foreign_key="organizations.id", index=True)
     hosting: Hosting | None = Field(default=None, sa_type=String)
     location_country: Country | None = None
-    location_region: str | None = None
+    location_region: Region | None = None
     location_eea: bool | None = None
-    hardware_vendor: str | None = None
-    accelerator: str | None = None
+    hardware_vendor: HardwareVendor | None = None
+    accelerator: Accelerator | None = None
     accelerator_count: int | None = Field(default=None, ge=0)
     retention_days: int | None = Field(default=None, ge=0)
     zero_data_retention: bool | None = None
@@ -323,6 +329,27 @@ class DeploymentCreate(DeploymentBase, ClaimsMatchFields):
         if eea is not None and eea != in_eea:
             raise ValueError(f"{eea} contradicts location_country {country} (EEA: {in_eea})")
         return in_eea
+
+    @field_validator("accelerator")
+    @classmethod
+    def _vendor_follows_accelerator(
+        cls, accelerator: str | None, info: ValidationInfo
+    ) -> str | None:
+        """Every accelerator has one vendor; naming another is an error, not a guess."""
+        vendor = info.data.get("hardware_vendor")
+        if accelerator is None or vendor is None:
+            return accelerator
+        maker = accelerator_vendor(accelerator)
+        if vendor != maker:
+            raise ValueError(f"{accelerator} is made by {maker}, not by hardware_vendor {vendor}")
+        return accelerator
+
+    @model_validator(mode="after")
+    def _vendor_of_accelerator(self) -> DeploymentCreate:
+        """The vendor is derived from the accelerator when absent."""
+        if self.accelerator is not None and self.hardware_vendor is None:
+            self.hardware_vendor = accelerator_vendor(self.accelerator)
+        return self
 
 
 class DeploymentPublic(DeploymentBase, Tracked):
@@ -356,9 +383,11 @@ class RoutePublic(RouteBase, Tracked):
 
 class TenantBase(SQLModel):
     name: str = ""
-    region: str | None = None
+    region: Region | None = None
     default_classification: Classification = Field(default="internal", sa_type=String)
     attributes: dict[str, str] = Field(default_factory=dict, sa_type=JSONType)
+    # The purposes this tenant's requests may declare (``X-Purpose``); any other is refused.
+    purposes: list[Purpose] = Field(default_factory=list, sa_type=JSONType)
 
 
 class Tenant(TenantBase, Tracked, table=True):

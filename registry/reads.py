@@ -12,6 +12,8 @@ lists/maps, dates and timestamps as ISO strings. They never carry a secret (no k
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -49,7 +51,14 @@ from registry.snapshot import (
     RouteSnap,
     TenantSnap,
 )
+from registry.validation import MODEL_ID_RE, SLUG_RE, check_purpose, check_region
+from registry.vocabulary import (
+    normalise_accelerator,
+    normalise_country,
+    normalise_hardware_vendor,
+)
 
+log = logging.getLogger("provenance_router.registry")
 TRACKED = ("version", "created_at", "updated_at")
 OPTIMISTIC_SNAPSHOT_ATTEMPTS = 3
 
@@ -402,12 +411,30 @@ def _claimed(row: RowMapping) -> dict[str, Any]:
     return {"claim": _claim(row["claim"]), "claims": {k: _claim(v) for k, v in claims.items()}}
 
 
+def _canonical(row: RowMapping, name: str, normalise: Callable[[str], str]) -> Any:
+    """A stored fact in its canonical spelling. One that no longer maps (written before the
+    vocabulary, or by hand in SQL) is reported and read as unknown: it fails closed, and is never
+    kept as text that no rule matches."""
+    value = row[name]
+    if value is None:
+        return None
+    try:
+        return normalise(value)
+    except ValueError as error:
+        log.warning("registry: %s of %s is read as unknown: %s", name, _row_id(row), error)
+        return None
+
+
+def _row_id(row: RowMapping) -> str:
+    return str(row["id"] if "id" in row else row["name"])
+
+
 def _org(row: RowMapping) -> OrgSnap:
     return OrgSnap(
         id=row["id"],
         name=row["name"],
-        hq_country=row["hq_country"],
-        incorporation_country=row["incorporation_country"],
+        hq_country=_canonical(row, "hq_country", normalise_country),
+        incorporation_country=_canonical(row, "incorporation_country", normalise_country),
         parent_id=row["parent"],
         jurisdiction_tags=frozenset(row["jurisdiction_tags"]),
         state_affiliated=row["state_affiliated"],
@@ -441,7 +468,9 @@ def _model(row: RowMapping, edges: Iterable[Mapping[str, str]]) -> ModelSnap:
         family=row["family"],
         license_id=row["license"],
         review_status=row["review_status"],
-        training_hardware_vendor=row["training_hardware_vendor"],
+        training_hardware_vendor=_canonical(
+            row, "training_hardware_vendor", normalise_hardware_vendor
+        ),
         training_data_origin=row["training_data_origin"],
         parents=tuple(Lineage(e["relation"], e["model"]) for e in edges),  # type: ignore[arg-type]
         **_claimed(row),
@@ -455,11 +484,7 @@ _DEPLOYMENT_COPIED = (
     "upstream_model",
     "secret_ref",
     "hosting",
-    "location_country",
-    "location_region",
     "location_eea",
-    "hardware_vendor",
-    "accelerator",
     "accelerator_count",
     "retention_days",
     "zero_data_retention",
@@ -472,10 +497,34 @@ _DEPLOYMENT_COPIED = (
 )
 
 
+_DEPLOYMENT_CANONICAL: Mapping[str, Callable[[str], str]] = {
+    "location_country": normalise_country,
+    "location_region": check_region,
+    "hardware_vendor": normalise_hardware_vendor,
+    "accelerator": normalise_accelerator,
+}
+
+
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+
+
 def _deployment(row: RowMapping) -> DeploymentSnap:
     copied = {name: row[name] for name in _DEPLOYMENT_COPIED}
+    canonical = {
+        name: _canonical(row, name, check) for name, check in _DEPLOYMENT_CANONICAL.items()
+    }
+    texts = [row[name] for name in _DEPLOYMENT_CANONICAL if row[name] is not None]
+    if not (
+        SLUG_RE.fullmatch(row["id"])
+        and MODEL_ID_RE.fullmatch(row["model"])
+        and all(_PRINTABLE_ASCII.fullmatch(t) for t in texts)
+    ):
+        # Ids and these facts reach response headers: text no write could have stored (a line
+        # break put there with SQL) takes the deployment out of service, so it is never called.
+        log.error("registry: deployment %r holds text no write accepts: disabled", row["id"])
+        copied["enabled"] = False
     return DeploymentSnap(
-        model_id=row["model"], operator_id=row["operator"], **copied, **_claimed(row)
+        model_id=row["model"], operator_id=row["operator"], **copied, **canonical, **_claimed(row)
     )
 
 
@@ -489,10 +538,21 @@ def _tenant(row: RowMapping) -> TenantSnap:
     return TenantSnap(
         id=row["id"],
         name=row["name"],
-        region=row["region"],
+        region=_canonical(row, "region", check_region),
         default_classification=row["default_classification"],
         attributes=dict(row["attributes"]),
+        purposes=frozenset(
+            p for p in (_canonical_purpose(row, value) for value in row["purposes"] or ()) if p
+        ),
     )
+
+
+def _canonical_purpose(row: RowMapping, value: str) -> str | None:
+    try:
+        return check_purpose(value)
+    except ValueError as error:
+        log.warning("registry: a purpose of tenant %s is ignored: %s", row["id"], error)
+        return None
 
 
 def _key(row: RowMapping) -> KeySnap:

@@ -141,6 +141,7 @@ class TenantSnap:
     region: str | None = None
     default_classification: str = "internal"
     attributes: Mapping[str, str] = field(default_factory=dict)
+    purposes: frozenset[str] = frozenset()  # what X-Purpose may declare; empty: nothing
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from router.policy import (
     run_policy_tests,
     what_if,
 )
+from router.policy.lint import Finding, check_against_registry
 from router.settings import Settings
 
 policy_app = typer.Typer(no_args_is_help=True, help="Write, test, explain and activate policies.")
@@ -112,13 +113,27 @@ def _fail(message: str) -> typer.Exit:
 @policy_app.command()
 def validate(
     file: Annotated[Path, typer.Argument(help="YAML rules or .cedar policy", **EXISTING_FILE)],
+    database_url: DatabaseUrl = None,
+    registry_file: RegistryFile = None,
 ) -> None:
-    """Compile a policy and validate it against the Cedar schema."""
+    """Compile a policy and validate it against the Cedar schema and the vocabularies; with
+    --database-url or --registry, also against that registry (unknown tenants are errors,
+    rules that match nothing today are warnings)."""
     fmt = _format(file)
     try:
         compiled = compile_policy(fmt, file.read_text(encoding="utf-8"))
     except PolicyError as error:
         raise _fail(str(error)) from None
+    findings: tuple[Finding, ...] = ()
+    if database_url is not None or registry_file is not None:
+        with _registry(database_url, registry_file) as engine:
+            findings = check_against_registry(compiled, _snapshot(engine))
+    for finding in findings:
+        colour = "red" if finding.level == "error" else "yellow"
+        text = escape(f"rule {finding.rule_id!r}: {finding.message}")
+        console.print(f"[{colour}]{finding.level}[/{colour}]: {text}")
+    if any(f.level == "error" for f in findings):
+        raise typer.Exit(1)
     console.print(
         f"[green]valid[/green]: {len(compiled.rule_ids)} rules: " + ", ".join(compiled.rule_ids)
     )

@@ -1,7 +1,8 @@
 """From a requested model to a started upstream response.
 
-    resolve name -> candidates -> drop disabled -> policy (eligible_deployments, the only
-    evaluation path) -> order by strategy -> try in order, skipping open circuits
+    resolve name (candidate_deployments, the one resolver) -> policy on every candidate
+    (eligible_deployments, the only evaluation path) -> order by strategy -> try in order,
+    skipping open circuits
 
 Only deployments the policy allowed are ever in the try order, so no attempt, retry or fallback
 can reach a denied one. A transient failure before the first byte reached the client (connect
@@ -74,9 +75,9 @@ def plan(
 ) -> Plan:
     """Decide which deployments may serve this request and in which order to try them.
 
-    Raises NotFound for an unknown name, NoBackendAvailable when nothing is deployed or enabled.
-    When the policy allows none of the candidates, ``ordered`` is empty and the caller raises
-    ``policy_denied`` after recording ``decisions``: the audit row of a denial must name them."""
+    Raises NotFound for an unknown name. When no candidate is allowed, ``ordered`` is empty
+    and the caller raises ``not_served`` after recording ``decisions``: the audit row of a
+    refusal must name them."""
     allowed, decisions = allowed_deployments(
         table, model=model, tenant_id=tenant_id, action=action, context=context
     )
@@ -87,10 +88,10 @@ def plan(
 def allowed_deployments(
     table: RoutingTable, *, model: str, tenant_id: str, action: str, context: RequestContext
 ) -> Filtered:
-    """The deployments of ``model`` the policy allows for this request, and every enabled
-    candidate's decision; cached on the table. Routing and the model listing both ask here.
+    """The deployments of ``model`` the policy allows for this request, and every candidate's
+    decision; cached on the table. Routing and the model listing both ask here.
 
-    Raises NotFound for an unknown name, NoBackendAvailable when nothing is enabled."""
+    Raises NotFound for an unknown name."""
     resolved = table.candidates.get(model)
     if resolved is None:
         raise NotFound(
@@ -103,31 +104,56 @@ def allowed_deployments(
 
 
 def policy_filter(table: RoutingTable, resolved: Candidates, key: FilterKey) -> Filtered:
-    """The enabled candidates the policy allows, and every enabled candidate's decision.
+    """The candidates the policy allows, and every candidate's decision (disabled ones too:
+    ``baseline-disabled`` denies them, as explain shows).
 
     Depends only on the table (one registry and policy version) and the key, so the result is
     cached on the table: the same decisions, from the same engine, request after request."""
-    model, tenant_id, action, context = key
-    enabled = [d for d in resolved.deployments if d.enabled]
-    if not enabled:
-        raise NoBackendAvailable(f"No deployment of `{model}` is enabled.")
+    _, tenant_id, action, context = key
+    candidates = resolved.deployments
     decisions = eligible_deployments(
-        table.engine, tenant_id=tenant_id, action=action, context=context, candidates=enabled
+        table.engine, tenant_id=tenant_id, action=action, context=context, candidates=candidates
     )
-    allowed = [d for d, decision in zip(enabled, decisions, strict=True) if decision.allowed]
+    allowed = [d for d, decision in zip(candidates, decisions, strict=True) if decision.allowed]
     return tuple(allowed), tuple(decisions)
+
+
+def not_served(
+    table: RoutingTable, model: str, decisions: Sequence[CandidateDecision]
+) -> GatewayError:
+    """The client's error when no candidate is allowed: nothing deployed or enabled is the
+    operator's state (503); otherwise the policy refused (403, saying why)."""
+    deployments = table.candidates[model].deployments
+    if not any(d.enabled for d in deployments):
+        return NoBackendAvailable(f"No deployment of `{model}` is enabled.")
+    return policy_denied(model, decisions, table.policy_version)
+
+
+MAX_REASONS = 5  # in a denial's message; the audit log and explain have every one
 
 
 def policy_denied(
     model: str, decisions: Sequence[CandidateDecision], policy_version: int
 ) -> PolicyDenied:
+    """A denial that says why: each deciding rule with what it saw (the words explain uses).
+
+    The caller may not see the deployments it was refused, so their ids are left out of the
+    reasons; rule ids and the facts that decided are what the tenant's own request revealed."""
     rule_ids = tuple(dict.fromkeys(r for d in decisions for r in d.rule_ids))
     rules = ", ".join(rule_ids) if rule_ids else "none (no rule permits it: default deny)"
+    reasons = list(dict.fromkeys(_without_ids(d) for d in decisions if not d.allowed))
+    shown = "; ".join(reasons[:MAX_REASONS])
+    more = f" (and {len(reasons) - MAX_REASONS} more)" if len(reasons) > MAX_REASONS else ""
     return PolicyDenied(
         f"Provenance policy v{policy_version} denies every deployment of `{model}` "
-        f"for this request. Deciding rules: {rules}.",
+        f"for this request. Deciding rules: {rules}. Why: {shown}{more}.",
         rule_ids=rule_ids,
     )
+
+
+def _without_ids(decision: CandidateDecision) -> str:
+    text = "; ".join(decision.reasons)
+    return text.replace(decision.deployment_id, "a deployment")
 
 
 def order(

@@ -6,16 +6,19 @@ request sees one consistent version of registry, policy and precomputed headers.
 
 from __future__ import annotations
 
+import re
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from adapters.base import BackendTarget
-from registry.lineage import effective_provenance
 from registry.service import Evaluation
 from registry.snapshot import DeploymentSnap, KeySnap, RegistrySnapshot, Strategy
 from router.policy import (
     CandidateDecision,
+    CedarValue,
+    DeploymentFacts,
     PolicyEngine,
     RequestContext,
     candidate_deployments,
@@ -34,22 +37,28 @@ V = TypeVar("V")
 
 
 class Memo(Generic[K, V]):
-    """Values computed once per key for the life of one routing table. Bounded: keys may carry
-    free text (a request's purpose), so when full it forgets everything and starts again."""
+    """Values computed once per key for the life of one routing table; a bounded LRU, so that
+    no caller can evict everyone else's entries by sending many distinct keys (the context in
+    a key comes from vocabularies, and the least recently used entry goes first)."""
 
     __slots__ = ("_items", "_limit")
 
     def __init__(self, limit: int = CACHE_MAX) -> None:
-        self._items: dict[K, V] = {}
+        self._items: OrderedDict[K, V] = OrderedDict()
         self._limit = limit
 
     def get(self, key: K, compute: Callable[[], V]) -> V:
         value = self._items.get(key)
-        if value is None:
-            if len(self._items) >= self._limit:
-                self._items.clear()
-            value = self._items[key] = compute()
+        if value is not None:
+            self._items.move_to_end(key)
+            return value
+        value = self._items[key] = compute()
+        if len(self._items) > self._limit:
+            self._items.popitem(last=False)
         return value
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +129,7 @@ def build_table(
         snapshot=snapshot,
         engine=engine,
         candidates=candidate_index(snapshot),
-        headers={d.id: provenance_headers(snapshot, d) for d in deployments},
+        headers={d.id: provenance_headers(engine.entities.deployments[d.id]) for d in deployments},
         targets={d.id: backend_target(d, local_urls, secret) for d in deployments},
         policy_version=engine.policy_version,
     )
@@ -157,25 +166,58 @@ def candidate_index(snapshot: RegistrySnapshot) -> dict[str, Candidates]:
     return index
 
 
-def provenance_headers(snapshot: RegistrySnapshot, deployment: DeploymentSnap) -> Headers:
-    """The ``x-provenance-*`` headers for responses served by ``deployment``."""
-    model = snapshot.models.get(deployment.model_id)
-    developer = snapshot.orgs.get(model.developer_id or "") if model else None
-    provenance = effective_provenance(
-        snapshot.models, snapshot.orgs, snapshot.licenses, deployment.model_id
-    )
-    location = "/".join(x for x in (deployment.location_country, deployment.location_region) if x)
-    hardware = "/".join(x for x in (deployment.hardware_vendor, deployment.accelerator) if x)
+def provenance_headers(facts: DeploymentFacts) -> Headers:
+    """The ``x-provenance-*`` headers for responses served by a deployment: the facts the
+    policy engine saw, so a fact it treats as unknown (no value, or an ``unknown`` claim)
+    reads ``unknown`` here too. The developer country names the model's own developer and,
+    when the model derives from others, every country along its lineage:
+    ``US; lineage=CN,US`` (``unknown`` among them when a lineage member's country is).
+
+    Every value is checked: registry writes only store header-safe text, and a value that
+    is not (stored some other way) is replaced rather than sent."""
+    attrs = facts.attrs
+    location = _known_join(attrs, "location_country", "location_region")
+    hardware = _known_join(attrs, "hardware_vendor", "accelerator")
+    licenses = ",".join(str(x) for x in _tuple(attrs, "effective_licenses"))
+    if attrs.get("license_confidence") == "unknown":
+        licenses = ",".join(filter(None, (licenses, "unknown")))
     values = {
-        b"x-provenance-model": deployment.model_id,
-        b"x-provenance-deployment": deployment.id,
-        b"x-provenance-developer-country": (developer.hq_country if developer else None),
-        b"x-provenance-license": ",".join(sorted(provenance.licenses)),
+        b"x-provenance-model": str(attrs["model"]),
+        b"x-provenance-deployment": facts.deployment_id,
+        b"x-provenance-developer-country": _developer_country(attrs),
+        b"x-provenance-license": licenses,
         b"x-provenance-location": location,
         b"x-provenance-hardware": hardware,
     }
-    return tuple((name, _header_value(value)) for name, value in values.items())
+    return tuple((name, header_value(value)) for name, value in values.items())
 
 
-def _header_value(value: str | None) -> bytes:
-    return (value or "unknown").encode("latin-1", "replace")
+def _developer_country(attrs: Mapping[str, CedarValue]) -> str:
+    own = str(attrs.get("developer_country", "unknown"))
+    if not attrs.get("ancestor_ids"):
+        return own
+    lineage = [str(c) for c in _tuple(attrs, "ancestor_developer_countries")]
+    if attrs.get("ancestor_countries_confidence") == "unknown":
+        lineage.append("unknown")
+    return f"{own}; lineage={','.join(lineage)}"
+
+
+def _known_join(attrs: Mapping[str, CedarValue], *names: str) -> str:
+    """Known facts joined with ``/``; empty (then ``unknown``) when none is known."""
+    return "/".join(str(attrs[name]) for name in names if name in attrs)
+
+
+def _tuple(attrs: Mapping[str, CedarValue], name: str) -> tuple[str, ...]:
+    value = attrs.get(name)
+    return value if isinstance(value, tuple) else ()
+
+
+_HEADER_SAFE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+
+
+def header_value(value: str) -> bytes:
+    """``value`` as a header value: visible ASCII only, ``unknown`` when empty, ``invalid``
+    when it holds anything else (a line break would split the response's headers)."""
+    if not value:
+        return b"unknown"
+    return value.encode("ascii") if _HEADER_SAFE.fullmatch(value) else b"invalid"

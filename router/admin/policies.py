@@ -42,6 +42,7 @@ from router.policy import (
     run_policy_tests,
     what_if,
 )
+from router.policy.lint import check_against_registry
 from router.table import RoutingTable
 
 DRAFT_VERSION = 0  # what-if and tests report a draft as policy version 0
@@ -94,13 +95,14 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
 
     @router.post("/policies", status_code=201, summary="Validate and save a policy version")
     def post_policy(body: PolicyIn, context: ContextDep, caller: AdminCaller) -> dict[str, Any]:
-        _compile(body.format, body.source)
-        return context.write(
+        warnings = _checked(_compile(body.format, body.source), current_table())
+        saved = context.write(
             actor=caller.actor,
             operation=lambda w: w.save_policy(
                 name=body.name, format=body.format, source=body.source, activate=body.activate
             ),
         )
+        return {**saved, "warnings": warnings}
 
     @router.post("/policies/{version}/activate", summary="Make a saved version the active one")
     def activate(version: int, context: ContextDep, caller: AdminCaller) -> dict[str, Any]:
@@ -111,7 +113,13 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
     @router.post("/policies/validate", summary="Compile a draft policy without saving it")
     def validate(body: DraftIn, _caller: AuditCaller) -> dict[str, Any]:
         compiled = _compile(body.format, body.source)
-        return {"valid": True, "rule_ids": list(compiled.rule_ids), "cedar": compiled.cedar_text}
+        warnings = _checked(compiled, current_table())
+        return {
+            "valid": True,
+            "rule_ids": list(compiled.rule_ids),
+            "cedar": compiled.cedar_text,
+            "warnings": warnings,
+        }
 
     @router.get("/policy-presets", summary="Presets a compliance team can start from")
     def presets(_caller: AuditCaller) -> dict[str, Any]:
@@ -189,6 +197,18 @@ def _compile(format: str, source: str) -> CompiledPolicy:
         raise BadRequest(
             f"Invalid policy: {error}", param="source", code="policy_invalid"
         ) from None
+
+
+def _checked(compiled: CompiledPolicy, table: RoutingTable) -> list[str]:
+    """The policy read against the live registry: errors refuse it (400), warnings are
+    returned with the answer (see ``router.policy.lint``)."""
+    findings = check_against_registry(compiled, table.snapshot)
+    errors = [str(f) for f in findings if f.level == "error"]
+    if errors:
+        raise BadRequest(
+            f"Invalid policy: {'; '.join(errors)}", param="source", code="policy_invalid"
+        )
+    return [str(f) for f in findings]
 
 
 def _what_if_dict(report: WhatIfReport) -> dict[str, Any]:

@@ -7,15 +7,14 @@ the effective licenses and where the allowed deployments run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from registry.lineage import effective_provenance
-from registry.snapshot import DeploymentSnap, RegistrySnapshot
-from router.errors import NoBackendAvailable, NotFound
+from registry.snapshot import DeploymentSnap
+from router.errors import NotFound
 from router.policy import RequestContext
 from router.routing import allowed_deployments
 from router.table import RoutingTable
@@ -27,35 +26,45 @@ class VisibleModel:
     entry: dict[str, Any]
 
 
-def describe(
-    snapshot: RegistrySnapshot, name: str, allowed: Sequence[DeploymentSnap]
-) -> VisibleModel:
-    """The model object for ``name`` (a route or model id) served by ``allowed`` deployments."""
-    model_ids = sorted({d.model_id for d in allowed})
-    provenance = [
-        effective_provenance(snapshot.models, snapshot.orgs, snapshot.licenses, m)
-        for m in model_ids
-    ]
-    developers = sorted({snapshot.models[m].developer_id or "" for m in model_ids} - {""})
+def describe(table: RoutingTable, name: str, allowed: Sequence[DeploymentSnap]) -> VisibleModel:
+    """The model object for ``name`` (a route or model id) served by ``allowed`` deployments.
+
+    Facts come from the policy engine's view of each deployment, so a fact the policy treats
+    as unknown (no value, or an ``unknown`` claim) is listed as ``unknown`` here too."""
+    facts = [table.engine.entities.deployments[d.id].attrs for d in allowed]
     entry: dict[str, Any] = {
         "id": name,
         "object": "model",
         "created": 0,
-        "owned_by": developers[0] if len(developers) == 1 else "provenance-router",
-        "kind": "route" if name in snapshot.routes else "model",
-        "models": model_ids,
-        "developers": developers,
-        "developer_countries": sorted(
-            {snapshot.orgs[d].hq_country or "unknown" for d in developers if d in snapshot.orgs}
+        "owned_by": _owner(facts),
+        "kind": "route" if name in table.snapshot.routes else "model",
+        "models": sorted({str(f["model"]) for f in facts}),
+        "developers": sorted({str(f.get("developer", "unknown")) for f in facts}),
+        "developer_countries": sorted({str(f.get("developer_country", "unknown")) for f in facts}),
+        "lineage_developer_countries": sorted({c for f in facts for c in _lineage_countries(f)}),
+        "effective_licenses": sorted(
+            {lic for f in facts for lic in _members(f, "effective_licenses", "license_confidence")}
         ),
-        "lineage_developer_countries": sorted(
-            {c for p in provenance for c in p.developer_countries}
-        ),
-        "effective_licenses": sorted({lic for p in provenance for lic in p.licenses}),
-        "deployment_locations": sorted({d.location_country or "unknown" for d in allowed}),
+        "deployment_locations": sorted({str(f.get("location_country", "unknown")) for f in facts}),
         "deployments": [d.id for d in allowed],
     }
     return VisibleModel(name, entry)
+
+
+def _owner(facts: Sequence[Mapping[str, Any]]) -> str:
+    developers = {f.get("developer") for f in facts}
+    only = developers.pop() if len(developers) == 1 else None
+    return str(only) if only else "provenance-router"
+
+
+def _lineage_countries(attrs: Mapping[str, Any]) -> list[str]:
+    return _members(attrs, "ancestor_developer_countries", "ancestor_countries_confidence")
+
+
+def _members(attrs: Mapping[str, Any], name: str, confidence: str) -> list[str]:
+    """A set fact's known members, and ``unknown`` when its claim says some are not known."""
+    unknown = ["unknown"] if attrs.get(confidence) == "unknown" else []
+    return [str(x) for x in attrs.get(name, ())] + unknown
 
 
 def visible_models(
@@ -66,7 +75,7 @@ def visible_models(
     return table.listings.get(
         (tenant_id, context),
         lambda: [
-            describe(table.snapshot, name, allowed)
+            describe(table, name, allowed)
             for name in sorted(table.candidates)
             if (allowed := _allowed(table, name, tenant_id, context))
         ],
@@ -77,12 +86,9 @@ def _allowed(
     table: RoutingTable, name: str, tenant_id: str, context: RequestContext
 ) -> tuple[DeploymentSnap, ...]:
     """What a chat request for ``name`` could be served by: the routing decision itself."""
-    try:
-        allowed, _ = allowed_deployments(
-            table, model=name, tenant_id=tenant_id, action="infer", context=context
-        )
-    except NoBackendAvailable:
-        return ()
+    allowed, _ = allowed_deployments(
+        table, model=name, tenant_id=tenant_id, action="infer", context=context
+    )
     return allowed
 
 

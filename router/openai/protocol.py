@@ -6,6 +6,7 @@ passes through to the backend untouched, so new OpenAI parameters work without a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -13,8 +14,7 @@ import orjson
 
 from adapters.base import Endpoint
 from router.errors import BadRequest
-
-CLASSIFICATIONS = ("public", "internal", "confidential", "restricted")  # least to most strict
+from router.policy.schema import CLASSIFICATIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,20 +65,57 @@ def parse_body(raw: bytes, operation: Operation) -> ParsedRequest:
     return ParsedRequest(body=body, model=model, stream=bool(stream) and operation.streams)
 
 
-def stricter_classification(requested: str | None, tenant_default: str) -> str:
-    """The request may tighten the tenant's default classification, never loosen it.
+def strictest_classification(values: Sequence[bytes], tenant_default: str) -> str:
+    """The classification of a request: the strictest of every ``X-Data-Classification`` value
+    it sends (repeated headers and comma-separated lists alike) and of its tenant's default.
 
-    A tenant default that is not a known label counts as the strictest (fail closed), as in
-    the policy engine; passing it on unchanged would make every such request fail."""
-    if tenant_default not in CLASSIFICATIONS:
-        tenant_default = CLASSIFICATIONS[-1]
-    if requested is None:
-        return tenant_default
-    if requested not in CLASSIFICATIONS:
-        allowed = ", ".join(CLASSIFICATIONS)
-        raise BadRequest(
-            f"Unknown X-Data-Classification `{requested}`; use one of: {allowed}.",
-            param="X-Data-Classification",
-        )
+    Request context can only tighten: sending ``confidential`` and then ``public`` is
+    ``confidential``. A value that is not a known label is refused (400), never guessed. A
+    tenant default that is not a known label counts as the strictest (fail closed)."""
     rank = CLASSIFICATIONS.index
-    return requested if rank(requested) >= rank(tenant_default) else tenant_default
+    strictest = tenant_default if tenant_default in CLASSIFICATIONS else CLASSIFICATIONS[-1]
+    for label in _items(values):
+        if label not in CLASSIFICATIONS:
+            raise BadRequest(
+                f"Unknown X-Data-Classification `{label}`; use one of: "
+                f"{', '.join(CLASSIFICATIONS)}.",
+                param="X-Data-Classification",
+                code="invalid_classification",
+            )
+        if rank(label) > rank(strictest):
+            strictest = label
+    return strictest
+
+
+def declared_purpose(values: Sequence[bytes], vocabulary: frozenset[str]) -> str | None:
+    """The purpose a request declares in ``X-Purpose``: one value from its tenant's declared
+    vocabulary (matched ignoring case), or none. Anything else is refused (400): a free-text
+    purpose would let one caller fill the decision caches, and two purposes are ambiguous."""
+    declared = set(_items(values))
+    if not declared:
+        return None
+    unknown = sorted(declared - vocabulary)
+    if unknown:
+        accepted = ", ".join(sorted(vocabulary)) or "none (this tenant declares no purposes)"
+        raise BadRequest(
+            f"Unknown X-Purpose `{unknown[0]}`; this tenant's purposes are: {accepted}.",
+            param="X-Purpose",
+            code="invalid_purpose",
+        )
+    if len(declared) > 1:
+        raise BadRequest(
+            f"Declare one X-Purpose, not {len(declared)} ({', '.join(sorted(declared))}).",
+            param="X-Purpose",
+            code="invalid_purpose",
+        )
+    return declared.pop()
+
+
+def _items(values: Sequence[bytes]) -> list[str]:
+    """The comma-separated items of every value of a repeated header, trimmed, lower case."""
+    return [
+        item.strip().lower()
+        for value in values
+        for item in value.decode("latin-1").split(",")
+        if item.strip()
+    ]

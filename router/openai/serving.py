@@ -31,10 +31,15 @@ from router.errors import (
 )
 from router.gateway import Gateway
 from router.openai.models import model_list, one_model, visible_models
-from router.openai.protocol import OPERATIONS, Operation, stricter_classification
+from router.openai.protocol import (
+    OPERATIONS,
+    Operation,
+    declared_purpose,
+    strictest_classification,
+)
 from router.openai.protocol import parse_body as parse_request
 from router.policy import CandidateDecision, RequestContext
-from router.routing import AttemptLog, attempt_in_order, outcome_of, plan, policy_denied
+from router.routing import AttemptLog, attempt_in_order, not_served, outcome_of, plan
 from router.table import RoutingTable
 
 Scope = MutableMapping[str, Any]
@@ -140,9 +145,9 @@ async def _dispatch(
     operation = OPERATIONS.get(path)
     if operation is None and path != "/v1/models" and not path.startswith("/v1/models/"):
         raise NotFound(f"Invalid URL ({method} {path}).", code="unknown_url")
-    headers = dict(scope["headers"])
+    headers = RequestHeaders.of(scope["headers"])
     exchange.action = operation.action if operation else "list"
-    exchange.key = authenticate(exchange.table, headers.get(b"authorization"))
+    exchange.key = authenticate(exchange.table, headers.authorization)
     if operation is None:
         await _serve_models(exchange, path, method, headers, send)
         return
@@ -153,7 +158,32 @@ async def _dispatch(
     await _serve_operation(gateway, exchange, operation, headers, receive, send)
 
 
-def authenticate(table: RoutingTable, authorization: bytes | None) -> KeySnap:
+@dataclass(slots=True)
+class RequestHeaders:
+    """The request headers the gateway reads, each with every value the client sent: a
+    repeated header must not let its last copy decide (see ``router.openai.protocol``)."""
+
+    authorization: list[bytes] = field(default_factory=list)
+    classification: list[bytes] = field(default_factory=list)
+    purpose: list[bytes] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, raw: list[tuple[bytes, bytes]]) -> RequestHeaders:
+        headers = cls()
+        for name, value in raw:  # ASGI servers give names in lower case
+            if name == b"authorization":
+                headers.authorization.append(value)
+            elif name == b"x-data-classification":
+                headers.classification.append(value)
+            elif name == b"x-purpose":
+                headers.purpose.append(value)
+        return headers
+
+
+def authenticate(table: RoutingTable, values: list[bytes]) -> KeySnap:
+    if len(set(values)) > 1:
+        raise BadRequest("Send one Authorization header, not several.", code="invalid_header")
+    authorization = values[0] if values else None
     if not authorization or authorization[:7].lower() != b"bearer ":  # scheme: any case
         raise AuthenticationFailed(
             "You didn't provide an API key. Send it as `Authorization: Bearer <key>`."
@@ -166,18 +196,13 @@ def authenticate(table: RoutingTable, authorization: bytes | None) -> KeySnap:
     return key
 
 
-def request_context(
-    table: RoutingTable, key: KeySnap, headers: dict[bytes, bytes]
-) -> RequestContext:
+def request_context(table: RoutingTable, key: KeySnap, headers: RequestHeaders) -> RequestContext:
+    """What the request says about itself, checked: it can only tighten the tenant's policy."""
     tenant = table.snapshot.tenants.get(key.tenant_id)
-    default = tenant.default_classification if tenant else "internal"
-    requested = headers.get(b"x-data-classification")
-    purpose = headers.get(b"x-purpose")
+    default = tenant.default_classification if tenant else "restricted"
     return RequestContext(
-        classification=stricter_classification(
-            requested.decode("latin-1").strip().lower() if requested else None, default
-        ),
-        purpose=purpose.decode("latin-1") if purpose else None,
+        classification=strictest_classification(headers.classification, default),
+        purpose=declared_purpose(headers.purpose, tenant.purposes if tenant else frozenset()),
         caller_region=tenant.region if tenant else None,
     )
 
@@ -186,7 +211,7 @@ async def _serve_operation(
     gateway: Gateway,
     exchange: Exchange,
     operation: Operation,
-    headers: dict[bytes, bytes],
+    headers: RequestHeaders,
     receive: Receive,
     send: Send,
 ) -> None:
@@ -207,7 +232,7 @@ async def _serve_operation(
     )
     exchange.decisions = routed.decisions
     if not routed.ordered:
-        raise policy_denied(request.model, routed.decisions, table.policy_version)
+        raise not_served(table, request.model, routed.decisions)
 
     async def call(deployment: DeploymentSnap, timeout_s: float) -> UpstreamResponse:
         target = table.targets[deployment.id]
@@ -308,7 +333,7 @@ async def _serve_models(
     exchange: Exchange,
     path: str,
     method: str,
-    headers: dict[bytes, bytes],
+    headers: RequestHeaders,
     send: Send,
 ) -> None:
     if method != "GET":

@@ -26,6 +26,7 @@ from router.policy.explain import (
     candidate_deployments,
     explain,
 )
+from router.policy.facts import CedarValue, DeploymentFacts
 from router.policy.policy_tests import PolicyTestResult, TestReport, run_policy_tests
 from router.policy.presets import Preset, list_presets, load_preset, preset_policy_source
 from router.policy.schema import CEDAR_SCHEMA
@@ -36,7 +37,9 @@ __all__ = [
     "DEFAULT_POLICY_SOURCE",
     "CandidateDecision",
     "CandidateExplanation",
+    "CedarValue",
     "CompiledPolicy",
+    "DeploymentFacts",
     "Explanation",
     "PolicyEngine",
     "PolicyError",

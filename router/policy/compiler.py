@@ -33,11 +33,17 @@ from typing import Any, Literal
 
 import cedarpy
 
+from registry.vocabulary import did_you_mean
 from router.policy import yaml_source
 from router.policy.errors import PolicyInvalid
 from router.policy.presets import expand_presets
 from router.policy.rules import BUILTIN_PREFIX, Rule, builtin_rules, parse_rule
-from router.policy.schema import parsed_schema
+from router.policy.schema import (
+    CONTEXT_ATTRIBUTES,
+    DEPLOYMENT_ATTRIBUTES,
+    TENANT_ATTRIBUTES,
+    parsed_schema,
+)
 
 PolicyFormat = Literal["yaml", "cedar"]
 TOP_LEVEL_KEYS = ("description", "baseline", "presets", "rules", "cedar")
@@ -165,6 +171,7 @@ def raw_cedar_rules(text: str) -> list[Rule]:
             )
         if rule_id.startswith(BUILTIN_PREFIX):
             raise PolicyInvalid(f"rule {rule_id!r}: the prefix {BUILTIN_PREFIX!r} is reserved")
+        _check_attributes(rule_id, policy)
         if policy["effect"] == "permit" and _reads_context(policy):
             raise PolicyInvalid(
                 f"rule {rule_id!r}: a raw Cedar permit must not read `context` (a caller could "
@@ -223,6 +230,45 @@ def _position(policy_id: str) -> int:
 def _policy_text(policy: Mapping[str, Any]) -> str:
     one = {"staticPolicies": {"policy0": policy}, "templates": {}, "templateLinks": []}
     return cedarpy.policies_from_json_str(json.dumps(one)).strip()
+
+
+_DECLARED = {
+    "principal": {a.name for a in TENANT_ATTRIBUTES},
+    "resource": {a.name for a in DEPLOYMENT_ATTRIBUTES},
+    "context": {a.name for a in CONTEXT_ATTRIBUTES},
+}
+
+
+def _check_attributes(rule_id: str, policy: Mapping[str, Any]) -> None:
+    """Every ``has`` test and attribute read names an attribute the schema declares.
+
+    Cedar's validator accepts ``resource has hostng``: it is simply always false, so a guarded
+    condition behind it never fires. A typo there must fail as loudly as one outside a guard."""
+    for variable, attribute in _attributes_read(policy):
+        declared = _DECLARED.get(variable)
+        if declared is not None and attribute not in declared:
+            raise PolicyInvalid(
+                f"rule {rule_id!r}: `{variable}` has no attribute {attribute!r}"
+                f"{did_you_mean(attribute, declared)}; see docs/policies.md for the attributes"
+            )
+
+
+def _attributes_read(node: Any) -> list[tuple[str, str]]:
+    """(variable, attribute) for every ``x has a`` and ``x.a`` on a variable in an EST."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        for op in ("has", "."):
+            inner = node.get(op)
+            if isinstance(inner, dict) and isinstance(inner.get("left"), dict):
+                variable = inner["left"].get("Var")
+                if isinstance(variable, str):
+                    found.append((variable, str(inner.get("attr"))))
+        for value in node.values():
+            found += _attributes_read(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += _attributes_read(item)
+    return found
 
 
 def _reads_context(node: Any) -> bool:

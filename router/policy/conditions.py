@@ -30,8 +30,14 @@ from typing import Any
 
 from router.policy.schema import COMMERCIAL_USE, HOSTINGS, REVIEW_STATUSES
 from router.policy.specs import (
+    ACCELERATORS,
     COUNTRIES,
+    HARDWARE_VENDORS,
+    IDS,
+    LICENSES,
     NAMES,
+    PURPOSES,
+    REGIONS,
     ActionIn,
     ClassificationIn,
     DecisionInput,
@@ -75,7 +81,7 @@ CONDITIONS: Mapping[str, Spec] = {
             "tenant_region",
             "region",
             "one_of",
-            NAMES,
+            REGIONS,
             "tenant region",
             entity="principal",
             selector=True,
@@ -83,8 +89,8 @@ CONDITIONS: Mapping[str, Spec] = {
         TenantAttribute(),
         ActionIn(),
         ClassificationIn(),
-        DeclaredContext(key="purpose", label="purpose"),
-        DeclaredContext(key="caller_region", label="caller region"),
+        DeclaredContext(key="purpose", label="purpose", parse=PURPOSES),
+        DeclaredContext(key="caller_region", label="caller region", parse=REGIONS),
         # Provenance: who developed the weights, and everything they derive from.
         _fact(
             "developer_country",
@@ -139,20 +145,27 @@ CONDITIONS: Mapping[str, Spec] = {
             "training_hardware_vendor",
             "training_hardware_vendor",
             "one_of",
-            NAMES,
+            HARDWARE_VENDORS,
             "training hardware vendor",
             confidence="training_hardware_confidence",
         ),
         # Licenses that really apply (declared + inherited along the lineage).
         _fact(
-            "license", "effective_licenses", "all_of", NAMES, "effective licenses", **_LICENSE_SET
+            "license",
+            "effective_licenses",
+            "all_of",
+            LICENSES,
+            "effective licenses",
+            folded=True,
+            **_LICENSE_SET,
         ),
         _fact(
             "license_any",
             "effective_licenses",
             "any_of",
-            NAMES,
+            LICENSES,
             "effective licenses",
+            folded=True,
             **_LICENSE_SET,
         ),
         _fact(
@@ -216,7 +229,7 @@ CONDITIONS: Mapping[str, Spec] = {
             "hardware_vendor",
             "hardware_vendor",
             "one_of",
-            NAMES,
+            HARDWARE_VENDORS,
             "serving hardware vendor",
             confidence="hardware_confidence",
         ),
@@ -224,7 +237,7 @@ CONDITIONS: Mapping[str, Spec] = {
             "accelerator",
             "accelerator",
             "one_of",
-            NAMES,
+            ACCELERATORS,
             "accelerator",
             confidence="hardware_confidence",
         ),
@@ -254,9 +267,9 @@ CONDITIONS: Mapping[str, Spec] = {
             confidence="data_handling_confidence",
         ),
         # Administrative state: always known.
-        _fact("model", "model", "glob", NAMES, "model", optional=False),
+        _fact("model", "model", "glob", IDS, "model", optional=False, folded=True),
         _fact("model_family", "model_family", "one_of", NAMES, "model family"),
-        _fact("deployment", "id", "glob", NAMES, "deployment", optional=False),
+        _fact("deployment", "id", "glob", IDS, "deployment", optional=False, folded=True),
         _fact(
             "review_status",
             "model_review_status",

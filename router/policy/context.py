@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from registry.snapshot import TenantSnap
+from registry.validation import check_purpose, check_region
 from router.policy.schema import CLASSIFICATIONS, classification_rank
 
 
@@ -29,11 +30,16 @@ class RequestContext:
     caller_region: str | None = None
 
     def __post_init__(self) -> None:
+        """Every attribute in its canonical spelling (as rules spell it), or ValueError."""
         if self.classification not in CLASSIFICATIONS:
             raise ValueError(
                 f"unknown data classification {self.classification!r}; "
                 f"expected one of {', '.join(CLASSIFICATIONS)}"
             )
+        if self.purpose is not None:
+            object.__setattr__(self, "purpose", check_purpose(self.purpose))
+        if self.caller_region is not None:
+            object.__setattr__(self, "caller_region", check_region(self.caller_region))
 
     def effective_for(self, tenant: TenantSnap) -> RequestContext:
         """This context with the classification raised to the tenant's default if that is stricter.

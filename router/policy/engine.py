@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -28,7 +29,7 @@ from router.policy.schema import ACTION_TYPE, ACTIONS, DEPLOYMENT_TYPE, TENANT_T
 from router.policy.specs import DecisionInput
 
 DEFAULT_POLICY_VERSION = 0  # the version recorded when no policy has been saved yet
-CACHE_SIZE = 100_000  # decisions kept per engine; purpose/caller_region are free text
+CACHE_SIZE = 100_000  # decisions kept per engine (an LRU)
 
 # tenant, action, deployment, and the effective context's classification, purpose, caller_region
 CacheKey: TypeAlias = tuple[str, str, str, str, str | None, str | None]
@@ -174,24 +175,29 @@ def eligible_deployments(
 
 
 class DecisionCache:
-    """Bounded memo of decisions for one engine; the oldest entry goes first when full.
+    """Bounded LRU of decisions for one engine: the least recently used entry goes first.
 
     Keys are (tenant, action, deployment, effective context); the policy and registry versions
     are those of the engine that owns the cache, so a version change starts an empty cache."""
 
     def __init__(self, max_entries: int) -> None:
-        self._entries: dict[CacheKey, CandidateDecision] = {}
+        self._entries: OrderedDict[CacheKey, CandidateDecision] = OrderedDict()
         self._max_entries = max_entries
         self._lock = threading.Lock()
 
     def get(self, key: CacheKey) -> CandidateDecision | None:
-        return self._entries.get(key)
+        with self._lock:
+            decision = self._entries.get(key)
+            if decision is not None:
+                self._entries.move_to_end(key)
+            return decision
 
     def put(self, key: CacheKey, decision: CandidateDecision) -> None:
         with self._lock:
-            if len(self._entries) >= self._max_entries:
-                del self._entries[next(iter(self._entries))]
             self._entries[key] = decision
+            self._entries.move_to_end(key)
+            if len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry.snapshot import RegistrySnapshot, TenantSnap
+from registry.vocabulary import fold
 from router.policy.facts import DeploymentFacts, deployment_facts
 from router.policy.schema import DEPLOYMENT_TYPE, TENANT_TYPE
 
@@ -41,6 +42,7 @@ def tenant_attrs(tenant: TenantSnap) -> dict[str, Any]:
     """The ``Tenant`` attributes; ``region`` is left out when not set."""
     attrs: dict[str, Any] = {
         "id": tenant.id,
+        "id_folded": fold(tenant.id),
         "default_classification": tenant.default_classification,
         "attributes": sorted(f"{key}={value}" for key, value in tenant.attributes.items()),
     }

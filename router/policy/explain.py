@@ -71,18 +71,23 @@ class Explanation:
 def candidate_deployments(
     snapshot: RegistrySnapshot, model_or_route: str
 ) -> tuple[DeploymentSnap, ...]:
-    """The deployments a request for ``model_or_route`` may be served by, in fallback order.
+    """THE candidate resolver: the deployments a request for ``model_or_route`` is decided
+    over, in fallback order. Live routing (``router.table.candidate_index``), ``/v1/models``,
+    the audit row and ``explain`` all get their candidates here, so they cannot disagree.
 
-    A route lists deployment ids and model ids; a model stands for its deployments by priority.
-    A bare model id or deployment id is its own single candidate list."""
+    What a client may send as ``model`` is a route name or a model id (a deployment id is not:
+    raises UnknownModelOrRoute, as live routing answers 404). A route lists deployment ids and
+    model ids; a model stands for its deployments by priority. Disabled and unreviewed
+    deployments stay in the list: the policy denies them (``baseline-disabled``, ...), so
+    every answer names them with the rule that decided."""
     route = snapshot.routes.get(model_or_route)
+    if route is None and model_or_route not in snapshot.models:
+        raise UnknownModelOrRoute(f"no route or model is called {model_or_route!r}")
     names = route.candidates if route else (model_or_route,)
     found: dict[str, DeploymentSnap] = {}
     for name in names:
         for deployment in _deployments_named(snapshot, name):
             found.setdefault(deployment.id, deployment)
-    if not found and route is None and model_or_route not in snapshot.models:
-        raise UnknownModelOrRoute(f"no route, model or deployment is called {model_or_route!r}")
     return tuple(found.values())
 
 

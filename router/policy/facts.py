@@ -33,6 +33,7 @@ from registry.snapshot import (
     OrgSnap,
     RegistrySnapshot,
 )
+from registry.vocabulary import fold
 from router.policy.schema import KNOWN_CONFIDENCES
 
 CedarValue: TypeAlias = str | bool | int | tuple[str, ...]
@@ -174,7 +175,9 @@ def _group(attrs: Attrs, entity: Claimed, facts: tuple[str, ...], confidence_nam
 def _deployment_attrs(deployment: DeploymentSnap, orgs: Mapping[str, OrgSnap]) -> Attrs:
     attrs: Attrs = {
         "id": deployment.id,
+        "id_folded": fold(deployment.id),
         "model": deployment.model_id,
+        "model_folded": fold(deployment.model_id),
         "adapter": deployment.adapter,
         "enabled": deployment.enabled,
         "review_status": deployment.review_status,
@@ -209,7 +212,7 @@ def _model_attrs(model: ModelSnap | None, orgs: Mapping[str, OrgSnap]) -> Attrs:
         }
     attrs: Attrs = {"model_review_status": model.review_status}
     if model.family is not None:
-        attrs["model_family"] = model.family
+        attrs["model_family"] = fold(model.family)
     _put_known(attrs, model, "license_id", "declared_license")
     _group(attrs, model, ("training_hardware_vendor",), "training_hardware_confidence")
     _put_known(attrs, model, "developer_id", "developer")
@@ -223,7 +226,11 @@ def _lineage_attrs(
     provenance: EffectiveProvenance, lineage: tuple[LineageMember, ...], orgs: Mapping[str, OrgSnap]
 ) -> Attrs:
     developers = [orgs.get(m.developer_id) if m.developer_id else None for m in lineage]
-    tag_sets = [o.jurisdiction_tags for o in developers if o and known(o, "jurisdiction_tags")]
+    tag_sets = [
+        frozenset(map(fold, o.jurisdiction_tags))
+        for o in developers
+        if o and known(o, "jurisdiction_tags")
+    ]
     affiliations = [
         org.state_affiliated if org and known(org, "state_affiliated") else None
         for org in developers
@@ -268,6 +275,7 @@ def _license_attrs(
     ] + unknown_member
     attrs: Attrs = {
         "effective_licenses": tuple(lic.id for lic in effective),
+        "effective_licenses_folded": tuple(sorted({fold(lic.id) for lic in effective})),
         "license_confidence": confidence,
         "license_use_restrictions": _union(lic.use_restrictions for lic in effective),
         "license_geographic_restrictions": _union(lic.geographic_restrictions for lic in effective),

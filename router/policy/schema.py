@@ -63,6 +63,7 @@ def _opt(name: str, cedar_type: str, meaning: str) -> Attribute:
 
 TENANT_ATTRIBUTES: tuple[Attribute, ...] = (
     _req("id", "String", "tenant id"),
+    _req("id_folded", "String", "tenant id in lower case (what `tenant:` rules compare)"),
     _opt("region", "String", "tenant region, e.g. EU; absent when not set"),
     _req("default_classification", "String", "classification applied when a request sends none"),
     _req("attributes", "Set<String>", 'tenant attributes as "key=value" strings'),
@@ -71,7 +72,9 @@ TENANT_ATTRIBUTES: tuple[Attribute, ...] = (
 DEPLOYMENT_ATTRIBUTES: tuple[Attribute, ...] = (
     # The deployment: what the router calls, where, on what, keeping what.
     _req("id", "String", "deployment id"),
+    _req("id_folded", "String", "deployment id in lower case (what `deployment:` rules compare)"),
     _req("model", "String", "model id (org/name) the deployment serves"),
+    _req("model_folded", "String", "model id in lower case (what `model:` rules compare)"),
     _req("adapter", "String", "backend protocol: openai | litellm | local"),
     _req("enabled", "Bool", "false when an admin disabled the deployment"),
     _req("review_status", "String", "deployment review: approved | under_review | blocked"),
@@ -82,7 +85,7 @@ DEPLOYMENT_ATTRIBUTES: tuple[Attribute, ...] = (
     _opt("location_eea", "Bool", "true when that compute is in the European Economic Area"),
     _req("location_confidence", "String", "weakest claim behind the location facts"),
     _opt("hardware_vendor", "String", "serving hardware vendor, e.g. nvidia, huawei"),
-    _opt("accelerator", "String", "serving accelerator, e.g. H100, Ascend-910B"),
+    _opt("accelerator", "String", "serving accelerator, e.g. h100, ascend-910b"),
     _req("hardware_confidence", "String", "weakest claim behind the serving hardware facts"),
     _opt("retention_days", "Long", "days the operator keeps prompts and outputs"),
     _opt("zero_data_retention", "Bool", "true when the operator keeps nothing"),
@@ -93,7 +96,7 @@ DEPLOYMENT_ATTRIBUTES: tuple[Attribute, ...] = (
     _req("operator_country_confidence", "String", "claim behind operator_country"),
     # The model, as its card says.
     _req("model_review_status", "String", "approved | under_review | blocked | unknown"),
-    _opt("model_family", "String", "model family, e.g. llama-3.1"),
+    _opt("model_family", "String", "model family in lower case, e.g. llama-3.1"),
     _opt("declared_license", "String", "license id on the model card (not the effective one)"),
     _opt("training_hardware_vendor", "String", "vendor of the hardware the model was trained on"),
     _req("training_hardware_confidence", "String", "claim behind training_hardware_vendor"),
@@ -108,11 +111,12 @@ DEPLOYMENT_ATTRIBUTES: tuple[Attribute, ...] = (
     _req("lineage_complete", "Bool", "false when anything in the lineage is unknown"),
     _req("ancestor_developer_countries", "Set<String>", "developer countries, model + ancestors"),
     _req("ancestor_countries_confidence", "String", "weakest claim behind those countries"),
-    _req("jurisdiction_tags", "Set<String>", "tags of every lineage developer"),
+    _req("jurisdiction_tags", "Set<String>", "tags of every lineage developer, lower case"),
     _opt("state_affiliated", "Bool", "any lineage developer state-affiliated"),
     _req("governance_confidence", "String", "claim behind lineage governance"),
     # Effective licenses: the declared license plus every inherited ancestor license.
     _req("effective_licenses", "Set<String>", "known licenses that apply to the weights"),
+    _req("effective_licenses_folded", "Set<String>", "the same in lower case (what rules compare)"),
     _req("license_confidence", "String", "weakest claim behind them"),
     _opt("license_osi_approved", "Bool", "every effective license OSI"),
     _opt("license_osi_any", "Bool", "some effective license OSI"),

@@ -13,6 +13,15 @@ from enum import Enum
 from typing import Any, TypeAlias
 
 from registry.snapshot import TenantSnap
+from registry.validation import check_purpose, check_region
+from registry.vocabulary import (
+    did_you_mean,
+    fold,
+    normalise_accelerator,
+    normalise_country,
+    normalise_hardware_vendor,
+    normalise_license,
+)
 from router.policy.context import RequestContext
 from router.policy.entities import tenant_attrs
 from router.policy.facts import DeploymentFacts
@@ -64,35 +73,74 @@ def _either(clauses: list[str]) -> str:
 # ---------------------------------------------------------------------------- value parsing
 
 Parser: TypeAlias = Callable[[object], Value]
-_COUNTRY = re.compile(r"[A-Z]{2}")
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 
 
-def strings(what: str, valid: Callable[[str], bool]) -> Parser:
-    """A parser for one string or a non-empty list of strings, each ``valid``."""
+def strings(what: str, canonical: Callable[[str], str]) -> Parser:
+    """A parser for one string or a non-empty list of strings, each mapped to its canonical
+    spelling by ``canonical`` (the registry's vocabulary: a rule and the registry then spell a
+    fact alike), which raises ValueError for a value it does not know."""
 
     def parse(raw: object) -> tuple[str, ...]:
         items = [raw] if isinstance(raw, str) else raw
         if not isinstance(items, list) or not items:
             raise ValueError(f"expected {what} (one value or a list), got {raw!r}")
+        values = []
         for item in items:
-            if not isinstance(item, str) or not valid(item):
+            if not isinstance(item, str):
                 hint = " (quote it: YAML reads NO as false)" if item is False else ""
                 raise ValueError(f"expected {what}, got {item!r}{hint}")
-        return tuple(dict.fromkeys(items))
+            values.append(canonical(item))
+        return tuple(dict.fromkeys(values))
 
     return parse
 
 
+def _member_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        folded = value.strip().lower()
+        if folded not in choices:
+            raise ValueError(
+                f"{value!r} is not one of {', '.join(choices)}{did_you_mean(value, choices)}"
+            )
+        return folded
+
+    return check
+
+
+def _printable(fold_case: bool) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not _PRINTABLE.fullmatch(value):
+            raise ValueError(f"{value!r} is empty or has control characters")
+        return fold(value) if fold_case else value
+
+    return check
+
+
+def _key_value(value: str) -> str:
+    if "=" not in value or not _PRINTABLE.fullmatch(value):
+        raise ValueError(f'expected a "key=value" string, got {value!r}')
+    return value
+
+
+def _license(value: str) -> str:
+    """SPDX ids and LicenseRef-* compare case-insensitively: rules match the folded form."""
+    return fold(normalise_license(value))
+
+
 def words(choices: tuple[str, ...]) -> Parser:
-    return strings("one of " + ", ".join(choices), choices.__contains__)
+    return strings("one of " + ", ".join(choices), _member_of(choices))
 
 
-COUNTRIES = strings(
-    "ISO 3166-1 alpha-2 country codes in upper case, e.g. CN", lambda s: bool(_COUNTRY.fullmatch(s))
-)
-NAMES = strings("names without control characters", lambda s: bool(_PRINTABLE.fullmatch(s)))
-KEY_VALUES = strings('"key=value" strings', lambda s: "=" in s and bool(_PRINTABLE.fullmatch(s)))
+COUNTRIES = strings("ISO 3166-1 alpha-2 country codes, e.g. CN", normalise_country)
+LICENSES = strings("SPDX license ids or LicenseRef-*", _license)
+HARDWARE_VENDORS = strings("hardware vendors, e.g. nvidia, huawei", normalise_hardware_vendor)
+ACCELERATORS = strings("accelerators, e.g. h100, ascend-910b", normalise_accelerator)
+REGIONS = strings("regions, e.g. eu", check_region)
+PURPOSES = strings("purposes, e.g. customer-support", check_purpose)
+IDS = strings("ids or patterns with *, e.g. qwen/*", _printable(fold_case=True))
+NAMES = strings("names without control characters", _printable(fold_case=True))
+KEY_VALUES = strings('"key=value" strings', _key_value)
 ACTION_NAMES = words(ACTIONS)
 CLASSIFICATION_NAMES = words(CLASSIFICATIONS)
 CONFIDENCE_NAMES = words(("reported", "verified"))
@@ -155,15 +203,16 @@ class Spec(ABC):
 
 @dataclass(frozen=True)
 class TenantGlob(Spec):
-    """``tenant: [eu-*, product-x]``: the tenant id matches one pattern (``*`` is a wildcard)."""
+    """``tenant: [eu-*, product-x]``: the tenant id matches one pattern (``*`` is a wildcard),
+    ignoring case."""
 
     key: str = "tenant"
     selector: bool = True
     label: str = "tenant"
-    parse: Parser = NAMES
+    parse: Parser = IDS
 
     def cedar(self, value: Value, role: Role, min_confidence: str) -> str:
-        return _either([f"principal.id like {cedar_str(p)}" for p in _texts(value)])
+        return _either([f"principal.id_folded like {cedar_str(p)}" for p in _texts(value)])
 
     def actual(self, value: Value, subject: DecisionInput, min_confidence: str) -> str:
         return subject.tenant.id
@@ -279,6 +328,7 @@ class Fact(Spec):
     entity: str = "resource"
     selector: bool = False
     render: Renderer | None = None
+    folded: bool = False  # compare with the lower-case twin ``<attr>_folded`` (ids, licenses)
 
     def cedar(self, value: Value, role: Role, min_confidence: str) -> str:
         match = self._match(value)
@@ -299,7 +349,7 @@ class Fact(Spec):
         return clauses
 
     def _match(self, value: Value) -> str:
-        ref = f"{self.entity}.{self.attr}"
+        ref = f"{self.entity}.{self.attr}{'_folded' if self.folded else ''}"
         if self.test == "is":
             return f"{ref} == {'true' if value is True else 'false'}"
         if self.test == "at_most":

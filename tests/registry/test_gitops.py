@@ -630,7 +630,7 @@ def test_export_is_deterministic_and_nested(engine: Engine) -> None:
     assert [o["id"] for o in document["organizations"]] == ["acme", "acme-labs"]
     deployment = document["deployments"][0]
     assert deployment["location"] == {"country": "DE", "region": "eu-central", "eea": True}
-    assert deployment["hardware"] == {"vendor": "nvidia", "accelerator": "H100", "count": 8}
+    assert deployment["hardware"] == {"vendor": "nvidia", "accelerator": "h100", "count": 8}
     assert deployment["claims"] == {
         "location.country": {"source": "contract 42", "confidence": "verified"}
     }

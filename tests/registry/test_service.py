@@ -66,7 +66,7 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
         {"strategy": "weighted"},
         "name",
     ),
-    "tenant": ({"id": "team-b", "name": "Team B"}, {"region": "EU"}, "id"),
+    "tenant": ({"id": "team-b", "name": "Team B"}, {"region": "eu"}, "id"),
     "api_key": (
         {"id": "ci", "tenant": "product-x", "scopes": ["inference"], "raw_key": "k" * 32},
         {"enabled": False},
@@ -133,7 +133,7 @@ def test_public_shapes_are_flat_and_normalized(seeded: Engine) -> None:
         deployment["accelerator_count"],
     ) == (
         "nvidia",
-        "H100",
+        "h100",
         8,
     )
     assert deployment["zero_data_retention"] is True and deployment["retention_days"] == 0

@@ -52,7 +52,7 @@ REJECTED: dict[str, tuple[Operation, str | None]] = {
     # countries: ISO 3166-1 alpha-2 only
     "unknown country": (create("organization", org(hq_country="XX")), "hq_country"),
     "country name": (
-        create("organization", org(incorporation_country="Germany")),
+        create("organization", org(incorporation_country="Deutschland")),
         "incorporation_country",
     ),
     "nested location country": (

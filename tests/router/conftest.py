@@ -60,6 +60,7 @@ __all__ = [
     "wait_for",
 ]
 
+PURPOSES = ("support-bot", "evaluation")  # what the seeded tenants' requests may declare
 REPORTED = {
     "source": "https://example.test/facts",
     "retrieved_at": "2026-01-01",
@@ -252,7 +253,7 @@ def seed(gw: RunningGateway) -> None:
             },
         )
         for tenant in ("apps", "limited"):
-            w.create("tenant", {"id": tenant, "name": tenant.title()})
+            w.create("tenant", {"id": tenant, "name": tenant.title(), "purposes": list(PURPOSES)})
             _, gw.keys[tenant] = w.create_api_key(
                 id=f"{tenant}-key", tenant=tenant, scopes=["inference"]
             )

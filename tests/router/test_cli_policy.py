@@ -205,8 +205,7 @@ def test_validate_a_valid_policy() -> None:
             "typo.cedar",
             '@id("typo")\nforbid (principal, action, resource)\n'
             'when { resource.hostng == "third_party_api" };\n',
-            "rule 'typo': for policy `typo`, attribute `hostng` on entity type "
-            "`ProvenanceRouter::Deployment` not found",
+            "rule 'typo': `resource` has no attribute 'hostng' (did you mean 'hosting'?)",
         ),
     ],
 )
@@ -261,18 +260,18 @@ def test_explain_uses_the_tenant_region(tmp_path: Path) -> None:
     )
 
     body = explain_json(
-        "--tenant", "eu-bank", "--model", "llama-8b-us", "--policy", policy,
+        "--tenant", "eu-bank", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--policy", policy,
         "--registry", REGISTRY,
     )  # fmt: skip
 
-    assert body["context"]["caller_region"] == "EU"
+    assert body["context"]["caller_region"] == "eu"  # regions are lower-case slugs
     assert body["candidates"][0]["rule_ids"] == ["eu-callers-no-us"]
 
 
 @pytest.mark.parametrize(
     ("args", "error"),
     [
-        (("--model", "nobody/nothing"), "no route, model or deployment is called 'nobody/nothing'"),
+        (("--model", "nobody/nothing"), "no route or model is called 'nobody/nothing'"),
         (("--model", "chat", "--classification", "secret"), "unknown data classification"),
     ],
 )

@@ -44,7 +44,15 @@ from router.errors import (
 )
 from router.health import BackendHealth
 from router.policy.engine import PolicyEngine, RequestContext
-from router.routing import AttemptLog, Plan, attempt_in_order, order, plan, policy_denied
+from router.routing import (
+    AttemptLog,
+    Plan,
+    attempt_in_order,
+    not_served,
+    order,
+    plan,
+    policy_denied,
+)
 from router.table import RoutingTable, build_table
 
 MODEL = "acme/m"
@@ -207,9 +215,17 @@ def test_plan_unknown_name_is_model_not_found() -> None:
     assert caught.value.error_code == "model_not_found" and caught.value.status == 404
 
 
-def test_plan_all_disabled_is_no_backend() -> None:
-    with pytest.raises(NoBackendAvailable):
-        plan_for(table_of(deps(2, enabled=False)))
+def test_plan_all_disabled_is_no_backend_and_keeps_every_verdict() -> None:
+    """Disabled deployments are decided like any other (``baseline-disabled`` denies them), so
+    the audit row and explain list the same candidates; the client sees 503, not a denial."""
+    table = table_of(deps(2, enabled=False))
+    routed = plan_for(table)
+    assert routed.ordered == ()
+    assert [(d.deployment_id, d.allowed) for d in routed.decisions] == [
+        ("d0", False),
+        ("d1", False),
+    ]
+    assert isinstance(not_served(table, "r", routed.decisions), NoBackendAvailable)
 
 
 def test_plan_all_denied_keeps_every_verdict_for_the_audit() -> None:

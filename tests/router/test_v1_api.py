@@ -16,9 +16,10 @@ import orjson
 import pytest
 
 from registry.service import ValidationFailed
-from router.openai.protocol import stricter_classification
+from router.openai.protocol import strictest_classification
 from tests.fakes import FakeUpstream
 from tests.router.conftest import (
+    REPORTED,
     RunningGateway,
     assert_envelope,
     closed_port_url,
@@ -78,7 +79,7 @@ def alpha_headers(gw: RunningGateway) -> dict[str, str]:
         "x-provenance-developer-country": "US",
         "x-provenance-license": "Apache-2.0",
         "x-provenance-location": "US/us-east-1",
-        "x-provenance-hardware": "nvidia/H100",
+        "x-provenance-hardware": "nvidia/h100",
         "x-provenance-policy-version": str(gw.policy_version),
     }
 
@@ -210,7 +211,10 @@ def test_admin_api_registration_is_routable_immediately(
     admin = {"Authorization": f"Bearer {gw.admin_key}"}
     with httpx.Client(base_url=gw.url, headers=admin, timeout=30.0) as http:
         for path, body in [
-            ("/admin/organizations", {"id": "acme", "name": "Acme", "hq_country": "US"}),
+            (
+                "/admin/organizations",
+                {"id": "acme", "name": "Acme", "hq_country": "US", "claim": REPORTED},
+            ),
             ("/admin/licenses", {"id": "Apache-2.0", "name": "Apache License 2.0"}),
             (
                 "/admin/models",
@@ -219,6 +223,7 @@ def test_admin_api_registration_is_routable_immediately(
                     "developer": "acme",
                     "license": "Apache-2.0",
                     "review_status": "approved",
+                    "claim": REPORTED,
                 },
             ),
             ("/admin/tenants", {"id": tenant, "name": "Admin-made"}),
@@ -403,10 +408,10 @@ def test_unknown_tenant_default_classification_fails_closed(gw: RunningGateway) 
     written out of band), it counts as `restricted`, never as `public`."""
     with pytest.raises(ValidationFailed), gw.write() as w:
         w.create("tenant", {"id": uid("odd"), "default_classification": "secret"})
-    assert stricter_classification(None, "secret") == "restricted"
-    assert stricter_classification("public", "secret") == "restricted"
-    assert stricter_classification("confidential", "internal") == "confidential"
-    assert stricter_classification("public", "internal") == "internal"
+    assert strictest_classification([], "secret") == "restricted"
+    assert strictest_classification([b"public"], "secret") == "restricted"
+    assert strictest_classification([b"confidential"], "internal") == "confidential"
+    assert strictest_classification([b"public"], "internal") == "internal"
 
 
 def test_bad_data_classification_is_400(gw: RunningGateway, up: FakeUpstream) -> None:
@@ -418,7 +423,7 @@ def test_bad_data_classification_is_400(gw: RunningGateway, up: FakeUpstream) ->
         caught.value.response,
         400,
         type="invalid_request_error",
-        code=None,
+        code="invalid_classification",
         param="X-Data-Classification",
     )
     assert "top-secret" in error["message"]
