@@ -122,3 +122,38 @@ def test_head_revision_constant_matches_the_migration_scripts(engine: Engine) ->
         config.set_main_option("script_location", str(script_dir))
         assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
     assert current_revision(engine) == HEAD_REVISION
+
+
+def test_migration_0003_puts_stored_facts_in_canonical_spelling(engine: Engine) -> None:
+    """Registries written before the vocabularies hold free text no rule matches (`Huawei`,
+    `ascend 910b`): 0003 rewrites what maps, makes what does not unknown (it then fails
+    closed), and records each change in the registry change log."""
+    seed(engine)
+    run_alembic(engine, "downgrade", "0002")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE deployments SET hardware_vendor = 'Huawei Technologies', "
+                "accelerator = 'Ascend 910B', location_region = 'EU-Central'"
+            )
+        )
+        connection.execute(text("UPDATE models SET training_hardware_vendor = 'Quantum Foo'"))
+        version = connection.execute(text("SELECT version FROM registry_state")).scalar()
+    migrate(engine)
+    with session_scope(engine) as session:
+        snapshot = load_snapshot(session=session)
+        changes = session.execute(
+            text("SELECT actor, kind, after FROM registry_changes WHERE actor = 'migration:0003'")
+        ).all()
+    deployment = next(iter(snapshot.deployments.values()))
+    assert (deployment.hardware_vendor, deployment.accelerator, deployment.location_region) == (
+        "huawei",
+        "ascend-910b",
+        "eu-central",
+    )
+    assert all(m.training_hardware_vendor is None for m in snapshot.models.values())
+    assert snapshot.version == version + 1
+    after = [orjson.loads(a) if isinstance(a, str) else a for _, _, a in changes]
+    assert {"training_hardware_vendor": None} in after
+    assert {"hardware_vendor": "huawei"} in after
+    assert all(t.purposes == frozenset() for t in snapshot.tenants.values())
