@@ -356,6 +356,14 @@ def _decision(row: Mapping[str, Any], evaluations: dict[str, Evaluation]) -> dic
 # --- snapshot --------------------------------------------------------------------------------
 
 
+def keys_folded_as(db: Connection, spec: KindSpec, key: str) -> list[str]:
+    """Other keys of ``spec``'s kind that equal ``key`` ignoring case."""
+    t = table(spec.table)
+    column = t.c[spec.key]
+    query = select(column).where(func.lower(column) == key.lower(), column != key)
+    return [str(found) for found in db.execute(query).scalars()]
+
+
 def load_snapshot(*, session: Session) -> RegistrySnapshot:
     """Everything the router needs, at one registry version.
 

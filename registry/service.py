@@ -168,6 +168,9 @@ class Writer:
         key = getattr(entity, spec.key)
         if reads.fetch_row(self._db, spec, key) is not None:
             raise ConflictError(f"{kind} {key!r} already exists")
+        same = reads.keys_folded_as(self._db, spec, key)
+        if same:  # rules match ids ignoring case: two ids that differ only in case are one name
+            raise ConflictError(f"{kind} {key!r} differs only in case from {same[0]!r}")
         if kind == "api_key" and entity.raw_key is None:
             raise ValidationFailed("raw_key: required (use create_api_key)", field="raw_key")
         state = _state(spec, entity)
@@ -369,7 +372,15 @@ class Writer:
             for target in _ids(state.get(ref.field), ref):
                 if not any(reads.fetch_row(self._db, SPECS[k], target) for k in ref.targets):
                     names = " or ".join(ref.targets)
-                    raise ValidationFailed(f"{ref.field}: no {names} {target!r}", field=ref.field)
+                    close = [
+                        i
+                        for k in ref.targets
+                        for i in reads.keys_folded_as(self._db, SPECS[k], target)
+                    ]
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    raise ValidationFailed(
+                        f"{ref.field}: no {names} {target!r}{hint}", field=ref.field
+                    )
 
     def _check_new_key(self, key_hash: str) -> None:
         keys = reads.table(SPECS["api_key"].table)

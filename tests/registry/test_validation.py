@@ -293,7 +293,8 @@ def test_reference_data() -> None:
     assert check_country("de") == "DE"
     assert check_license_id("apache-2.0") == "Apache-2.0"
     assert check_license_id("LicenseRef-llama3.1") == "LicenseRef-llama3.1"
-    for bad in ("", "DEU", "UK", "EU"):
+    assert (check_country("UK"), check_country("Germany")) == ("GB", "DE")  # aliases
+    for bad in ("", "DEU", "XX", "EU"):
         with pytest.raises(ValueError):
             check_country(bad)
     for bad in ("", "MIT OR Apache-2.0", "LicenseRef_x", "Llama-3"):
@@ -308,3 +309,16 @@ def test_yaml_booleans_for_commercial_use(seeded: Engine) -> None:
             "license", {"id": "Apache-2.0", "name": "Apache", "commercial_use": True}
         )
     assert created["commercial_use"] == "yes"
+
+
+def test_ids_that_differ_only_in_case_are_one_name(engine: Engine) -> None:
+    """Rules match ids ignoring case (`model: [qwen/*]`), so the registry keeps one spelling
+    per name: a second spelling is refused, and a reference in the wrong case says which."""
+    with write_transaction(engine=engine, actor="t") as w:
+        w.create("organization", {"id": "DeepSeek", "name": "DeepSeek"})
+    with pytest.raises(ConflictError, match="differs only in case from 'DeepSeek'"):
+        with write_transaction(engine=engine, actor="t") as w:
+            w.create("organization", {"id": "deepseek", "name": "DeepSeek again"})
+    with pytest.raises(ValidationFailed, match="did you mean 'DeepSeek'"):
+        with write_transaction(engine=engine, actor="t") as w:
+            w.create("model", {"id": "deepseek/x", "developer": "deepseek"})
