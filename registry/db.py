@@ -13,9 +13,12 @@ PostgreSQL goes through psycopg 3. ``schema`` puts every table in one schema via
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.resources import as_file, files
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -167,3 +170,70 @@ def write_connection(engine: Engine) -> Iterator[Connection]:
         connection.execution_options(**{WRITE_OPTION: True})
         with connection.begin():
             yield connection
+
+
+# --- SQLite files: a clean shutdown leaves one file; backups are online and consistent ---------
+
+
+def checkpoint(engine: Engine) -> None:
+    """SQLite: move every committed page from the ``-wal`` file into the database file and
+    empty the WAL, so that after a clean shutdown the ``.db`` file alone holds everything (a
+    copy of it is then a whole database). A no-op on PostgreSQL."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def backup_sqlite(engine: Engine, target: Path) -> None:
+    """A consistent copy of a SQLite registry in ``target`` (one self-contained file), taken
+    with SQLite's online backup API: safe while the gateway runs and writes."""
+    _require_sqlite(engine, "backup")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    destination = sqlite3.connect(partial)
+    try:
+        with _raw_sqlite(engine) as source:
+            source.backup(destination)
+        destination.execute("PRAGMA journal_mode=DELETE")  # no -wal beside the copy
+    finally:
+        destination.close()
+    os.replace(partial, target)
+
+
+def restore_sqlite(engine: Engine, source: Path) -> None:
+    """Replace the registry's content with the backup in ``source`` (online backup API, page by
+    page, in one go), then bring its schema up to date. Stop the gateway first: a running one
+    would keep serving its snapshot of the old content until its next reload."""
+    _require_sqlite(engine, "restore")
+    if not source.is_file():
+        raise FileNotFoundError(f"no backup file {source}")
+    origin = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        tables = origin.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        if ("alembic_version",) not in tables:
+            raise ValueError(f"{source} is not a provenance-router registry backup")
+        with _raw_sqlite(engine) as destination:
+            origin.backup(destination)
+    finally:
+        origin.close()
+    migrate(engine)
+
+
+def _require_sqlite(engine: Engine, what: str) -> None:
+    if engine.dialect.name != "sqlite":
+        raise ValueError(
+            f"{what} works on the SQLite registry; for PostgreSQL use pg_dump / pg_restore "
+            "(see docs/configuration.md, Backups)"
+        )
+
+
+@contextmanager
+def _raw_sqlite(engine: Engine) -> Iterator[sqlite3.Connection]:
+    connection = engine.raw_connection()
+    try:
+        raw = connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        yield raw
+    finally:
+        connection.close()

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from registry.db import make_engine
+from registry.db import checkpoint, make_engine
 from router.bootstrap import bootstrap
 from router.gateway import Gateway
 from router.openai.serving import serve_v1
@@ -78,6 +78,8 @@ class GatewayApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.gateway.stop()
+                # SQLite: leave one self-contained .db file behind (a copy of it is a backup).
+                await asyncio.to_thread(checkpoint, self.gateway.engine)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -1,20 +1,96 @@
-"""The ``provenance-router`` command line."""
+"""The ``provenance-router`` command line.
+
+Every expected failure (a registry error, an unreachable database, a missing file, a bad
+value) ends in one line on stderr, ``error: ...``, and exit status 1; a usage error is status 2
+(click's own); Ctrl-C ends quietly with status 130. Only a bug prints a traceback.
+"""
 
 from __future__ import annotations
+
+import sys
+from importlib.metadata import version as package_version
+from typing import Any
 
 import typer
 import uvicorn
 
 from router.settings import Settings
 
-app = typer.Typer(
-    no_args_is_help=True, help="OpenAI-compatible gateway with a provenance registry."
+EXPECTED_FAILURES: tuple[type[BaseException], ...] = (OSError, ValueError, LookupError)
+
+
+class CommandLine(typer.Typer):
+    """The Typer app, with expected failures reported in one line instead of a traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("prog_name", "provenance-router")
+        try:
+            return super().__call__(*args, **kwargs)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        except Exception as error:
+            if not _expected(error):
+                raise
+            print(f"error: {_one_line(error)}", file=sys.stderr)
+            sys.exit(1)
+
+
+def _expected(error: Exception) -> bool:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from registry.service import RegistryError
+    from router.policy import PolicyError
+
+    return isinstance(error, (*EXPECTED_FAILURES, RegistryError, PolicyError, SQLAlchemyError))
+
+
+def _one_line(error: Exception) -> str:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if isinstance(error, SQLAlchemyError):  # the driver's own words, not SQLAlchemy's wrapping
+        cause = getattr(error, "orig", None) or error.__cause__ or error
+        return "database: " + " ".join(str(cause).split())
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+app = CommandLine(
+    no_args_is_help=True,
+    help="OpenAI-compatible gateway with a provenance registry.",
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: whole sentences, no <bool> on every flag
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        print(f"provenance-router {package_version('provenance-router')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """provenance-router: route LLM requests by provenance, lineage, license and hosting."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, saying once where it listens (uvicorn's own line is at info level)."""
+
+    def __init__(self, config: uvicorn.Config, key_hint: str) -> None:
+        super().__init__(config)
+        self._key_hint = key_hint
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            for server in self.servers:
+                for sock in server.sockets:
+                    host, port = sock.getsockname()[:2]
+                    print(f"provenance-router listening on http://{host}:{port} ({self._key_hint})")
+                    return
 
 
 @app.command()
@@ -25,16 +101,19 @@ def serve(
         None, "--local-model/--no-local-model", help="Start the bundled SmolLM2 model."
     ),
 ) -> None:
-    """Start the gateway: SQLite registry in the user data dir, built-in catalog, default
-    policy and the bundled local model unless configured otherwise."""
+    """Start the gateway.
+
+    With no configuration: a SQLite registry in the user data dir, the built-in catalog, the
+    default policy and the bundled local model."""
     overrides: dict[str, object] = {}
     if local_model is not None:
         overrides["local_model"] = local_model
     settings = Settings(**overrides)  # type: ignore[arg-type]
     from router.asgi import create_app
 
-    uvicorn.run(
-        create_app(settings),
+    gateway_app = create_app(settings)
+    config = uvicorn.Config(
+        gateway_app,
         host=host or settings.host,
         port=port or settings.port,
         loop="uvloop",
@@ -43,14 +122,22 @@ def serve(
         log_level=settings.log_level,
         lifespan="on",
     )
+    hint = (
+        "admin key: from PROVENANCE_ROUTER_ADMIN_KEY"
+        if settings.admin_key
+        else "admin key: printed above on first start"
+    )
+    _Server(config, hint).run()
 
 
 def _register_subcommands() -> None:
+    from router.cli_backup import register as register_backup
     from router.cli_gitops import register as register_gitops
     from router.cli_policy import register as register_policy
 
     register_gitops(app)
     register_policy(app)
+    register_backup(app)
 
 
 _register_subcommands()

@@ -104,7 +104,9 @@ def apply_command(
 
 
 def export_command(output: OutputOption = None, database_url: DatabaseOption = None) -> None:
-    """Write the registry as a registry file (no secrets, no timestamps)."""
+    """Write the registry as a registry file.
+
+    No secrets and no timestamps: the file applies back to the same registry."""
     engine = _engine(database_url, None)
     try:
         migrate(engine)

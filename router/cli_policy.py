@@ -116,7 +116,9 @@ def validate(
     database_url: DatabaseUrl = None,
     registry_file: RegistryFile = None,
 ) -> None:
-    """Compile a policy and validate it against the Cedar schema and the vocabularies; with
+    """Check a policy without saving it.
+
+    Compiles it and validates it against the Cedar schema and the vocabularies; with
     --database-url or --registry, also against that registry (unknown tenants are errors,
     rules that match nothing today are warnings)."""
     fmt = _format(file)
@@ -146,8 +148,9 @@ def test_command(
     registry: RegistryFile = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Run expected decisions (given -> expect allow/deny [rule]) against a policy; exit 1 on
-    any failure, for CI."""
+    """Run a policy's tests (exit 1 on a failure, for CI).
+
+    Each test is an expected decision: given -> expect allow/deny [rule]."""
     with _registry(database_url, registry) as engine:
         snapshot = _snapshot(engine)
     try:
@@ -169,7 +172,9 @@ def test_command(
 @policy_app.command("explain")
 def explain_command(
     tenant: Annotated[str, typer.Option(help="Tenant id")],
-    model: Annotated[str, typer.Option(help="Route name, model id or deployment id")],
+    model: Annotated[
+        str, typer.Option(help="Route name or model id (what a client sends as `model`)")
+    ],
     classification: Annotated[str, typer.Option(help="Data classification")] = "public",
     action: Annotated[str, typer.Option(help="infer or embed")] = "infer",
     purpose: Annotated[str | None, typer.Option(help="Request purpose")] = None,
@@ -178,7 +183,9 @@ def explain_command(
     database_url: DatabaseUrl = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
-    """Every candidate deployment for tenant + model + context: allowed or denied, and why."""
+    """Explain a request: every candidate, allowed or denied, and why.
+
+    For a tenant, a model or route name and a context, as live routing decides it."""
     with _registry(database_url, registry) as engine:
         snapshot = _snapshot(engine)
     try:
@@ -219,8 +226,12 @@ def what_if_command(
     draft: Annotated[Path, typer.Argument(help="Draft policy file", **EXISTING_FILE)],
     last: Annotated[int, typer.Option(help="Replay the last N recorded decisions")] = 1000,
     database_url: DatabaseUrl = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
-    """Which recorded requests would the draft decide differently?"""
+    """Which recorded requests would the draft decide differently?
+
+    Replays the last recorded decisions (the audit log) under the draft; prints each request
+    whose allowed deployments change, with the draft's deciding rules and reasons."""
     with _registry(database_url, None) as engine:
         snapshot = _snapshot(engine)
         with session_scope(engine) as session:
@@ -231,13 +242,21 @@ def what_if_command(
         report = what_if(snapshot, draft_policy, recorded)
     except PolicyError as error:
         raise _fail(str(error)) from None
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), default=str, indent=2))
+        return
     console.print(f"{report.examined} recorded requests examined, {report.changed} would change")
     for change in report.changes:
         console.print(
-            f"  {change.request_id} {change.tenant_id} {change.requested_model}: allowed "
-            f"{list(change.allowed_before)} -> {list(change.allowed_after)}"
+            escape(
+                f"  {change.request_id} {change.tenant_id} {change.requested_model}: allowed "
+                f"{list(change.allowed_before)} -> {list(change.allowed_after)}"
+            )
             + (" [red](served deployment now denied)[/red]" if change.chosen_now_denied else "")
         )
+        for decision in (*change.newly_denied, *change.newly_allowed):
+            for reason in decision.reasons:
+                console.print(escape(f"      {decision.deployment_id}: {reason}"))
 
 
 @policy_app.command()
@@ -247,7 +266,7 @@ def save(
     activate: Annotated[bool, typer.Option(help="Activate it at once")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Validate and save a new policy version (optionally activating it)."""
+    """Save a new policy version (validated; --activate to use it)."""
     fmt = _format(file)
     source = file.read_text(encoding="utf-8")
     try:
@@ -269,7 +288,7 @@ def activate(
     version: Annotated[int, typer.Argument(help="Policy version to activate")],
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Atomically make a saved policy version the active one."""
+    """Make a saved policy version the active one."""
     with (
         _registry(database_url, None) as engine,
         write_transaction(engine=engine, actor="cli:policy") as writer,

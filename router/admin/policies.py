@@ -35,7 +35,7 @@ from router.policy import (
     PolicyError,
     RequestContext,
     UnknownModelOrRoute,
-    WhatIfReport,
+    UnknownTenant,
     compile_policy,
     explain,
     list_presets,
@@ -146,6 +146,8 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
             )
         except UnknownModelOrRoute as error:
             raise NotFound(str(error), param="model", code="model_not_found") from None
+        except UnknownTenant as error:
+            raise NotFound(str(error), param="tenant", code="tenant_not_found") from None
         except ValueError as error:  # an unknown classification label
             raise BadRequest(str(error), param="classification") from None
         return result.to_dict()
@@ -165,7 +167,7 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
             report = what_if(current_table().snapshot, draft, list(reversed(recorded)))
         except PolicyError as error:
             raise BadRequest(f"Cannot replay the recorded decisions: {error}") from None
-        return _what_if_dict(report)
+        return report.to_dict()
 
     @router.post("/policy-tests", summary="Run a policy test file")
     def post_tests(body: PolicyTestsIn, _caller: AuditCaller) -> dict[str, Any]:
@@ -209,19 +211,3 @@ def _checked(compiled: CompiledPolicy, table: RoutingTable) -> list[str]:
             f"Invalid policy: {'; '.join(errors)}", param="source", code="policy_invalid"
         )
     return [str(f) for f in findings]
-
-
-def _what_if_dict(report: WhatIfReport) -> dict[str, Any]:
-    return {
-        "examined": report.examined,
-        "changed": report.changed,
-        "registry_version": report.registry_version,
-        "changes": [
-            {
-                **asdict(change),
-                "first_choice_changed": change.first_choice_changed,
-                "chosen_now_denied": change.chosen_now_denied,
-            }
-            for change in report.changes
-        ],
-    }

@@ -19,6 +19,7 @@ from router.policy.errors import (
     PolicyInvalid,
     PolicyTestFileInvalid,
     UnknownModelOrRoute,
+    UnknownTenant,
 )
 from router.policy.explain import (
     CandidateExplanation,
@@ -50,6 +51,7 @@ __all__ = [
     "RequestContext",
     "TestReport",
     "UnknownModelOrRoute",
+    "UnknownTenant",
     "WhatIfChange",
     "WhatIfReport",
     "candidate_deployments",

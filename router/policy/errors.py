@@ -4,8 +4,10 @@ PolicyError (ValueError)
 ├── PolicyInvalid          a policy, rule or preset cannot be compiled or fails validation
 │                          (admin API: 400, nothing is saved or half-applied)
 ├── PolicyTestFileInvalid  a ``policy test`` file is malformed
-└── UnknownModelOrRoute    ``explain`` was asked about a name that is no route, model
-                           or deployment (admin API: 404)
+├── UnknownModelOrRoute    ``explain`` was asked about a name that is no route or model
+│                          (admin API: 404 model_not_found)
+└── UnknownTenant          ``explain`` was asked about a tenant the registry does not have
+                           (admin API: 404 tenant_not_found)
 """
 
 from __future__ import annotations
@@ -31,4 +33,8 @@ class PolicyTestFileInvalid(PolicyError):
 
 
 class UnknownModelOrRoute(PolicyError, LookupError):
-    """The name is no route, model or deployment of the registry snapshot."""
+    """The name is no route or model of the registry snapshot."""
+
+
+class UnknownTenant(PolicyError, LookupError):
+    """The tenant is not in the registry snapshot."""

@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from registry.snapshot import DeploymentSnap, RegistrySnapshot
+from registry.vocabulary import did_you_mean
 from router.policy.context import RequestContext
 from router.policy.engine import PolicyEngine, eligible_deployments
-from router.policy.errors import UnknownModelOrRoute
+from router.policy.errors import UnknownModelOrRoute, UnknownTenant
 
 # Facts shown next to each candidate, so a reader sees what the rules saw.
 PROVENANCE_FIELDS = (
@@ -82,7 +83,8 @@ def candidate_deployments(
     every answer names them with the rule that decided."""
     route = snapshot.routes.get(model_or_route)
     if route is None and model_or_route not in snapshot.models:
-        raise UnknownModelOrRoute(f"no route or model is called {model_or_route!r}")
+        hint = did_you_mean(model_or_route, [*snapshot.routes, *snapshot.models])
+        raise UnknownModelOrRoute(f"no route or model is called {model_or_route!r}{hint}")
     names = route.candidates if route else (model_or_route,)
     found: dict[str, DeploymentSnap] = {}
     for name in names:
@@ -112,6 +114,9 @@ def explain(
             f"snapshot version {snapshot.version} is not the engine's "
             f"registry version {engine.registry_version}"
         )
+    if tenant_id not in snapshot.tenants:
+        hint = did_you_mean(tenant_id, snapshot.tenants)
+        raise UnknownTenant(f"no tenant is called {tenant_id!r}{hint}")
     candidates = candidate_deployments(snapshot, model_or_route)
     decisions = eligible_deployments(
         engine, tenant_id=tenant_id, action=action, context=context, candidates=candidates

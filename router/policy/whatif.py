@@ -17,7 +17,7 @@ Recorded dict (extra keys are ignored)::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from registry.snapshot import PolicySnap, RegistrySnapshot
@@ -63,6 +63,22 @@ class WhatIfReport:
     @property
     def changed(self) -> int:
         return len(self.changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for the admin API and ``policy what-if --json``."""
+        return {
+            "examined": self.examined,
+            "changed": self.changed,
+            "registry_version": self.registry_version,
+            "changes": [
+                {
+                    **asdict(change),
+                    "first_choice_changed": change.first_choice_changed,
+                    "chosen_now_denied": change.chosen_now_denied,
+                }
+                for change in self.changes
+            ],
+        }
 
 
 def what_if(
