@@ -316,9 +316,9 @@ def test_ids_that_differ_only_in_case_are_one_name(engine: Engine) -> None:
     per name: a second spelling is refused, and a reference in the wrong case says which."""
     with write_transaction(engine=engine, actor="t") as w:
         w.create("organization", {"id": "DeepSeek", "name": "DeepSeek"})
-    with pytest.raises(ConflictError, match="differs only in case from 'DeepSeek'"):
-        with write_transaction(engine=engine, actor="t") as w:
-            w.create("organization", {"id": "deepseek", "name": "DeepSeek again"})
-    with pytest.raises(ValidationFailed, match="did you mean 'DeepSeek'"):
-        with write_transaction(engine=engine, actor="t") as w:
-            w.create("model", {"id": "deepseek/x", "developer": "deepseek"})
+    clash = pytest.raises(ConflictError, match="differs only in case from 'DeepSeek'")
+    with clash, write_transaction(engine=engine, actor="t") as w:
+        w.create("organization", {"id": "deepseek", "name": "DeepSeek again"})
+    wrong_case = pytest.raises(ValidationFailed, match="did you mean 'DeepSeek'")
+    with wrong_case, write_transaction(engine=engine, actor="t") as w:
+        w.create("model", {"id": "deepseek/x", "developer": "deepseek"})
