@@ -27,6 +27,7 @@ from router.audit import AuditWriter
 from router.health import BackendHealth
 from router.policy import PolicyEngine
 from router.settings import Settings, resolve_secret
+from router.signing import Signer, load_or_create_signer
 from router.table import RoutingTable, build_table
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class Gateway:
         self._adapters: dict[str, Adapter] = {}
         self._local: LocalModelServer | None = None
         self._poller: asyncio.Task[None] | None = None
+        self.signer: Signer | None = None
 
     @property
     def table(self) -> RoutingTable:
@@ -79,6 +81,7 @@ class Gateway:
         await asyncio.to_thread(self.reload)
         compat = OpenAICompatAdapter(make_client())
         self._adapters = {"openai": compat, "local": compat}
+        self.signer = await asyncio.to_thread(load_or_create_signer, self.settings.signing_key_dir)
         self.audit.start()
         self._poller = asyncio.get_running_loop().create_task(self._poll(), name="registry-poll")
 

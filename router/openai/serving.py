@@ -34,7 +34,10 @@ from router.openai.models import model_list, one_model, visible_models
 from router.openai.protocol import OPERATIONS, Operation, stricter_classification
 from router.openai.protocol import parse_body as parse_request
 from router.policy import CandidateDecision, RequestContext
+from router.receipts import HEADER as RECEIPT_HEADER
+from router.receipts import issue as issue_receipt
 from router.routing import AttemptLog, attempt_in_order, outcome_of, plan, policy_denied
+from router.signing import Signer
 from router.table import RoutingTable
 
 Scope = MutableMapping[str, Any]
@@ -55,6 +58,7 @@ class Exchange:
     request_id: str
     started: float
     table: RoutingTable
+    signer: Signer | None  # signs the response's receipt (None: the gateway has not started)
     key: KeySnap | None = None
     model: str | None = None
     action: str | None = None
@@ -107,7 +111,9 @@ class Exchange:
 async def serve_v1(gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one ``/v1`` request. Every request but a successful model listing leaves an audit
     row, including those refused before routing (bad key, bad JSON)."""
-    exchange = Exchange(next(gateway.request_ids), time.perf_counter(), gateway.table)
+    exchange = Exchange(
+        next(gateway.request_ids), time.perf_counter(), gateway.table, gateway.signer
+    )
     try:
         await _dispatch(gateway, exchange, scope, receive, send)
     except GatewayError as error:
@@ -231,18 +237,39 @@ async def _serve_operation(
         await _relay_stream(exchange, response, send, receive)
 
 
-def _response_headers(exchange: Exchange, content_type: bytes) -> list[tuple[bytes, bytes]]:
+def _response_headers(
+    exchange: Exchange, content_type: bytes, status: int
+) -> list[tuple[bytes, bytes]]:
+    """The headers every /v1 response starts with, its signed receipt included: this is the
+    one place where responses start (success, error, stream, model listing)."""
     table = exchange.table
     headers = [(b"content-type", content_type), (b"x-request-id", exchange.request_id.encode())]
     if exchange.chosen is not None:
         headers.extend(table.headers[exchange.chosen])
     headers.append((b"x-provenance-policy-version", str(table.policy_version).encode()))
+    if exchange.signer is not None:
+        headers.append((RECEIPT_HEADER, _receipt(exchange, exchange.signer, status)))
     return headers
+
+
+def _receipt(exchange: Exchange, signer: Signer, status: int) -> bytes:
+    table, decisions = exchange.table, exchange.decisions
+    return issue_receipt(
+        signer,
+        rid=exchange.request_id,
+        tenant=exchange.key.tenant_id if exchange.key else None,
+        model=exchange.model,
+        deployment=exchange.chosen,
+        policy_version=table.policy_version,
+        registry_version=table.registry_version,
+        decision=table.audit_evaluation(decisions).id if decisions else None,
+        status=status,
+    )
 
 
 async def _relay_body(exchange: Exchange, response: UpstreamResponse, send: Send) -> None:
     body = response.body or b""
-    headers = _response_headers(exchange, response.content_type.encode("latin-1"))
+    headers = _response_headers(exchange, response.content_type.encode("latin-1"), response.status)
     headers.append((b"content-length", str(len(body)).encode()))
     encoding = response.headers.get("content-encoding")
     if encoding:  # an upstream that compressed despite Accept-Encoding: identity
@@ -260,7 +287,7 @@ async def _relay_stream(
     backend ends the stream with an SSE error event and ``[DONE]``, never a silent cut. A client
     that goes away closes the upstream at once (a model stops generating for nobody)."""
     assert response.chunks is not None
-    headers = _response_headers(exchange, response.content_type.encode("latin-1"))
+    headers = _response_headers(exchange, response.content_type.encode("latin-1"), response.status)
     headers.append((b"cache-control", b"no-cache"))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     exchange.status, exchange.http_status, exchange.responded = "ok", response.status, True
@@ -317,7 +344,7 @@ async def _serve_models(
     context = request_context(exchange.table, exchange.key, headers)
     visible = visible_models(exchange.table, exchange.key.tenant_id, context)
     body = model_list(visible) if path == "/v1/models" else one_model(visible, path[11:])
-    headers_out = _response_headers(exchange, JSON)
+    headers_out = _response_headers(exchange, JSON, 200)
     headers_out.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": 200, "headers": headers_out})
     await send({"type": "http.response.body", "body": body})
@@ -338,7 +365,7 @@ async def read_body(receive: Receive) -> bytes:
 
 
 async def _send_error(send: Send, exchange: Exchange, status: int, body: bytes) -> None:
-    headers = _response_headers(exchange, JSON)
+    headers = _response_headers(exchange, JSON, status)
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

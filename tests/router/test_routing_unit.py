@@ -475,7 +475,7 @@ def test_a_stream_whose_client_side_fails_releases_its_upstream() -> None:
     async def scenario() -> EndlessStream:
         chunks = EndlessStream()
         response = UpstreamResponse(status=200, content_type="text/event-stream", chunks=chunks)
-        exchange = Exchange("req-1", 0.0, table_of(deps(1)))
+        exchange = Exchange("req-1", 0.0, table_of(deps(1)), None)
         sent = 0
 
         async def send(message: dict[str, object]) -> None:
