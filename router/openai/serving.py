@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 from adapters.base import UpstreamError, UpstreamHTTPError, UpstreamResponse
 from registry.keys import hash_key
 from registry.snapshot import DeploymentSnap, KeySnap
+from router.departure import Departure
 from router.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -47,6 +48,8 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 log = logging.getLogger("provenance_router")
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+CLIENT_DISCONNECTED = "client_disconnected"
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that closed the connection first
 JSON = b"application/json"
 USAGE = re.compile(rb'"(prompt_tokens|completion_tokens|total_tokens)"\s*:\s*(\d+)')
 
@@ -222,8 +225,28 @@ async def _serve_operation(
         adapter = gateway.adapter(target.kind)
         return await adapter.send(target, operation.endpoint, raw, request.body, request.stream)
 
+    departure = Departure(receive, gateway.departures)
+    try:
+        await _call_and_relay(gateway, exchange, routed.ordered, call, send, departure)
+    except asyncio.CancelledError:
+        if not departure.cancelled_us():
+            raise
+        exchange.status, exchange.http_status = CLIENT_DISCONNECTED, CLIENT_CLOSED_REQUEST
+        exchange.error_code = CLIENT_DISCONNECTED
+    finally:
+        departure.stop()
+
+
+async def _call_and_relay(
+    gateway: Gateway,
+    exchange: Exchange,
+    ordered: Sequence[DeploymentSnap],
+    call: Callable[[DeploymentSnap, float], Awaitable[UpstreamResponse]],
+    send: Send,
+    departure: Departure,
+) -> None:
     deployment, response = await attempt_in_order(
-        routed.ordered,
+        ordered,
         call,
         health=gateway.health,
         log=exchange.log,
@@ -232,9 +255,11 @@ async def _serve_operation(
     )
     exchange.chosen = deployment.id
     if response.chunks is None:
+        departure.responding()
         await _relay_body(exchange, response, send)
     else:
-        await _relay_stream(exchange, response, send, receive)
+        departure.relaying(response)
+        await _relay_stream(exchange, response, send, departure)
 
 
 def _response_headers(
@@ -281,24 +306,24 @@ async def _relay_body(exchange: Exchange, response: UpstreamResponse, send: Send
 
 
 async def _relay_stream(
-    exchange: Exchange, response: UpstreamResponse, send: Send, receive: Receive
+    exchange: Exchange, response: UpstreamResponse, send: Send, departure: Departure
 ) -> None:
     """Relay SSE bytes as they arrive. After the first byte nothing is retried: a failing
     backend ends the stream with an SSE error event and ``[DONE]``, never a silent cut. A client
-    that goes away closes the upstream at once (a model stops generating for nobody)."""
+    that goes away closes the upstream at once (``departure``: a model stops generating for
+    nobody)."""
     assert response.chunks is not None
     headers = _response_headers(exchange, response.content_type.encode("latin-1"), response.status)
     headers.append((b"cache-control", b"no-cache"))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     exchange.status, exchange.http_status, exchange.responded = "ok", response.status, True
-    watcher = asyncio.get_running_loop().create_task(_close_on_disconnect(receive, response))
     previous = last = b""
     try:
         async for chunk in response.chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             previous, last = last, chunk
     except UpstreamError as error:
-        if watcher.done():  # we closed the upstream because the client left
+        if departure.left:  # we closed the upstream because the client left
             return
         exchange.status, exchange.error_code = "stream_error", "upstream_stream_error"
         # the details (backend address, socket error) stay in the gateway's log
@@ -307,23 +332,15 @@ async def _relay_stream(
         frame = b"event: error\ndata: " + failure.body() + b"\n\ndata: [DONE]\n\n"
         await send({"type": "http.response.body", "body": frame, "more_body": True})
     finally:
-        watcher.cancel()
+        departure.stop()
         await response.aclose()  # a send that failed or was cancelled must not hold it open
         tail = previous + last
         exchange.usage = _usage(tail)
         # A client may hang up as soon as it has read [DONE], before the backend closes: that
         # stream was delivered whole. Only a disconnect before [DONE] is a broken-off request.
-        left_early = watcher.done() and not watcher.cancelled()
-        if left_early and not tail.rstrip().endswith(b"data: [DONE]"):
-            exchange.status, exchange.error_code = "client_disconnected", "client_disconnected"
+        if departure.left and not tail.rstrip().endswith(b"data: [DONE]"):
+            exchange.status, exchange.error_code = CLIENT_DISCONNECTED, CLIENT_DISCONNECTED
     await send({"type": "http.response.body", "body": b""})
-
-
-async def _close_on_disconnect(receive: Receive, response: UpstreamResponse) -> None:
-    """The request body is fully read, so the next ASGI message is the client going away."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    await response.aclose()
 
 
 def _usage(tail: bytes) -> dict[str, int]:

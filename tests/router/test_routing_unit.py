@@ -470,6 +470,7 @@ def test_a_stream_whose_client_side_fails_releases_its_upstream() -> None:
     stream must still be released, or its connection stays taken and the model keeps
     generating for nobody."""
     from adapters.base import UpstreamResponse
+    from router.departure import Departure
     from router.openai.serving import Exchange, _relay_stream
 
     async def scenario() -> EndlessStream:
@@ -488,8 +489,10 @@ def test_a_stream_whose_client_side_fails_releases_its_upstream() -> None:
             await asyncio.Event().wait()  # the client never says it left
             return {}
 
+        departure = Departure(receive)
+        departure.relaying(response)
         with pytest.raises(OSError, match="socket broke"):
-            await _relay_stream(exchange, response, send, receive)
+            await _relay_stream(exchange, response, send, departure)
         return chunks
 
     assert asyncio.run(scenario()).closed
