@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from router.cli import app
-from router.receipts import ReceiptError, split, verify_receipt
+from router.receipts import ReceiptError, published_keys, split, verify_receipt
 from tests.fakes import FakeUpstream
 from tests.router.conftest import RunningGateway, deployment
 
@@ -270,3 +270,12 @@ def test_a_receipt_from_before_a_rotation_still_verifies(
     new_only = {new_kid: public_keys(after_gw)[new_kid]}
     with pytest.raises(ReceiptError, match="not among the keys"):
         verify_receipt(old, new_only)
+
+
+def test_a_key_listing_must_name_each_key_by_its_own_id(gw: RunningGateway) -> None:
+    listing = published(gw)
+    forged = {"data": [{**k, "key_id": "0" * 16} for k in listing["data"]]}
+
+    assert set(published_keys(listing)) == {k["key_id"] for k in listing["data"]}
+    with pytest.raises(ReceiptError, match="do not match"):
+        published_keys(forged)
