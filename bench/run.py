@@ -595,6 +595,8 @@ class Bench:
             "PROVENANCE_ROUTER_LOCAL_MODEL": "false",
             "PROVENANCE_ROUTER_ADMIN_KEY": self.admin_key,
             "PROVENANCE_ROUTER_LOG_LEVEL": "warning",
+            # receipts are signed with a key of the run's own, never the user's data dir
+            "PROVENANCE_ROUTER_SIGNING_KEY_DIR": os.path.join(os.path.dirname(db_path), "signing"),
             "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
         }
 

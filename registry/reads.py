@@ -26,6 +26,7 @@ from pydantic_core import to_jsonable_python
 from sqlalchemy import Connection, Dialect, Engine, RowMapping, Table, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ColumnElement, and_, or_
 
 from registry.models import (
     SPECS,
@@ -150,9 +151,15 @@ def list_changes(
     entity_id: str | None = None,
     actor: str | None = None,
     since_version: int | None = None,
+    visible_to_tenant: str | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    """Registry changes, newest first; ``since_version`` keeps those with a greater version."""
+    """Registry changes, newest first; ``since_version`` keeps those with a greater version.
+
+    ``visible_to_tenant`` keeps what one tenant's compliance officer may see: every change to
+    an organisation-wide fact (organizations, licenses, models, relations, deployments, routes,
+    policies: they decide where every tenant's requests go), and of the tenant-owned kinds only
+    that tenant itself and its own API keys (a key's tenant is read from its before/after)."""
     t = table(RegistryChange)
     query = select(t).order_by(t.c.id.desc()).limit(limit)
     filters = {t.c.kind: kind, t.c.entity_id: entity_id, t.c.actor: actor}
@@ -161,7 +168,26 @@ def list_changes(
             query = query.where(column == value)
     if since_version is not None:
         query = query.where(t.c.version > since_version)
+    if visible_to_tenant is not None:
+        query = query.where(_visible_to(t, visible_to_tenant))
     return [_plain(row) for row in session.connection().execute(query).mappings()]
+
+
+TENANT_OWNED_KINDS = ("tenant", "api_key")
+
+
+def _visible_to(t: Table, tenant: str) -> ColumnElement[bool]:
+    return or_(
+        t.c.kind.not_in(TENANT_OWNED_KINDS),
+        and_(t.c.kind == "tenant", t.c.entity_id == tenant),
+        and_(
+            t.c.kind == "api_key",
+            or_(
+                t.c.after["tenant"].as_string() == tenant,
+                t.c.before["tenant"].as_string() == tenant,
+            ),
+        ),
+    )
 
 
 def list_decisions(

@@ -19,7 +19,7 @@ ReviewStatus = Literal["approved", "under_review", "blocked"]
 Hosting = Literal["on_prem", "private_cloud", "cloud_tenant", "third_party_api"]
 AdapterKind = Literal["openai", "litellm", "local"]
 Strategy = Literal["priority", "weighted", "least-latency"]
-Scope = Literal["inference", "admin", "compliance"]
+Scope = Literal["inference", "admin", "compliance", "compliance_org"]
 Relation = Literal[
     "finetune_of",
     "adapter_of",

@@ -118,12 +118,16 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     def build_admin() -> ASGIApp:
         from router.admin import build_admin_app
         from router.admin.policies import policy_router
+        from router.admin.signing import signing_router
 
         return build_admin_app(
             engine,
             settings,
             on_change=gateway.reload,
-            extra_routers=[policy_router(lambda: gateway.table)],
+            extra_routers=[
+                policy_router(lambda: gateway.table),
+                signing_router(lambda: gateway.signer),
+            ],
         )
 
     return GatewayApp(gateway, build_admin)

@@ -134,10 +134,12 @@ def _register_subcommands() -> None:
     from router.cli_backup import register as register_backup
     from router.cli_gitops import register as register_gitops
     from router.cli_policy import register as register_policy
+    from router.cli_receipts import register as register_receipts
 
     register_gitops(app)
     register_policy(app)
     register_backup(app)
+    register_receipts(app)
 
 
 _register_subcommands()

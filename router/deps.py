@@ -6,7 +6,8 @@ The admin app keeps one :class:`AdminContext` in ``app.state.admin`` (set by
     ContextDep    the engine, settings and post-write hook
     SessionDep    a read session (committed, or rolled back on error)
     AdminCaller   the key behind ``Authorization: Bearer``, with the ``admin`` scope
-    AuditCaller   ... with ``admin`` or ``compliance`` (read-only audit endpoints)
+    AuditCaller   ... with ``admin``, ``compliance`` or ``compliance_org`` (read-only audit
+                  endpoints; see ``Caller.readable_tenant`` for whose records it may read)
 
 Keys are looked up by hash in the database on every admin request: admin traffic is low and
 this way a disabled key stops working at once, without waiting for a snapshot reload.
@@ -31,6 +32,7 @@ from router.settings import Settings
 
 log = logging.getLogger("provenance_router.admin")
 T = TypeVar("T")
+ORG_WIDE_SCOPES = frozenset({"admin", "compliance_org"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,25 @@ class Caller:
     def actor(self) -> str:
         """How this caller appears in the registry change log."""
         return f"key:{self.key_id}"
+
+    @property
+    def reads_every_tenant(self) -> bool:
+        """Admin keys and the organisation-wide grant read every tenant's audit records."""
+        return not self.scopes.isdisjoint(ORG_WIDE_SCOPES)
+
+    def readable_tenant(self, requested: str | None, *, param: str) -> str | None:
+        """The tenant whose records a read asking for ``requested`` (``None``: any) may see;
+        ``None`` means every tenant. A ``compliance`` key sees only its own tenant: asking for
+        another one is refused (403), asking for none is narrowed to its own."""
+        if self.reads_every_tenant:
+            return requested
+        if requested is not None and requested != self.tenant:
+            raise PermissionDenied(
+                f"this API key reads only tenant {self.tenant!r}; reading tenant {requested!r} "
+                "needs scope admin or compliance_org",
+                param=param,
+            )
+        return self.tenant
 
 
 def get_context(request: Request) -> AdminContext:
@@ -109,4 +130,4 @@ def require_scope(*scopes: str) -> Callable[[Caller], Caller]:
 
 
 AdminCaller = Annotated[Caller, Depends(require_scope("admin"))]
-AuditCaller = Annotated[Caller, Depends(require_scope("admin", "compliance"))]
+AuditCaller = Annotated[Caller, Depends(require_scope("admin", "compliance", "compliance_org"))]

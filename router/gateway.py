@@ -24,9 +24,11 @@ from adapters.openai_compat import OpenAICompatAdapter, make_client
 from registry.db import session_scope
 from registry.service import insert_decisions, load_snapshot, registry_version
 from router.audit import AuditWriter
+from router.departure import DepartureWatch
 from router.health import BackendHealth
 from router.policy import PolicyEngine
 from router.settings import Settings, resolve_secret
+from router.signing import Signer, load_or_create_signer
 from router.table import RoutingTable, build_table
 
 if TYPE_CHECKING:
@@ -56,6 +58,7 @@ class Gateway:
             flush_s=settings.audit_flush_s,
             batch_max=settings.audit_batch_max,
         )
+        self.departures = DepartureWatch(settings.disconnect_check_s)
         self.rng = random.Random()
         self.request_ids = request_ids()
         self.local_urls: dict[str, str] = {}
@@ -64,6 +67,8 @@ class Gateway:
         self._adapters: dict[str, Adapter] = {}
         self._local: LocalModelServer | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._departures: asyncio.Task[None] | None = None
+        self.signer: Signer | None = None
 
     @property
     def table(self) -> RoutingTable:
@@ -79,13 +84,18 @@ class Gateway:
         await asyncio.to_thread(self.reload)
         compat = OpenAICompatAdapter(make_client())
         self._adapters = {"openai": compat, "local": compat}
+        self.signer = await asyncio.to_thread(load_or_create_signer, self.settings.signing_key_dir)
         self.audit.start()
         self._poller = asyncio.get_running_loop().create_task(self._poll(), name="registry-poll")
+        self._departures = asyncio.get_running_loop().create_task(
+            self.departures.run(), name="departure-watch"
+        )
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
+        for task in (self._poller, self._departures):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.audit.stop()
         for adapter in {id(a): a for a in self._adapters.values()}.values():
             await adapter.close()  # the OpenAI-compatible adapter closes the shared session

@@ -13,6 +13,7 @@ started, nothing here runs again for that request.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -53,7 +54,7 @@ class Plan:
 @dataclass(slots=True)
 class Attempt:
     deployment_id: str
-    outcome: str  # "ok", "connect_error", "timeout", "http_503", "circuit_open", ...
+    outcome: str  # "ok", "connect_error", "timeout", "http_503", "circuit_open", "cancelled"
     latency_ms: float = 0.0
 
 
@@ -264,6 +265,11 @@ async def _call_once(
     started = time.monotonic()
     try:
         response = await call(deployment, max(timeout_s, 0.001))
+    except asyncio.CancelledError:  # e.g. the client left: not the backend's failure
+        log.attempts.append(
+            Attempt(deployment.id, "cancelled", (time.monotonic() - started) * 1000)
+        )
+        raise
     except UpstreamError as error:
         elapsed_ms = (time.monotonic() - started) * 1000
         log.attempts.append(Attempt(deployment.id, outcome_of(error), elapsed_ms))

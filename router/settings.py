@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     request_deadline_s: float = 120.0  # overall deadline across attempts
     breaker_failures: int = 3  # consecutive transient failures that open a circuit
     breaker_cooldown_s: float = 30.0
+    # How often the gateway looks for requests still waiting on a backend, to start watching
+    # their clients for a disconnect (router.departure): one that leaves is noticed within two
+    # of these; requests answered faster never pay for a watcher.
+    disconnect_check_s: float = Field(default=0.05, gt=0)
     new_models_require_approval: bool = True
     log_level: str = "warning"
     site_country: str | None = None  # ISO country this gateway runs in (local deployment location)

@@ -38,6 +38,19 @@ def postgres_url() -> str:
     return os.environ.get("PROVENANCE_ROUTER_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _signing_keys_never_in_the_users_data_dir(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """A safety net under the fixtures that set ``signing_key_dir`` themselves: any gateway a
+    test starts without one (in this process or a child) signs with a throwaway key."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(
+            "PROVENANCE_ROUTER_SIGNING_KEY_DIR", str(tmp_path_factory.mktemp("signing-default"))
+        )
+        yield
+
+
 @pytest.fixture(scope="session")
 def postgres_admin() -> Iterator[Engine]:
     """One engine on the test database for creating and dropping per-test schemas."""

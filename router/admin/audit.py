@@ -1,7 +1,9 @@
 """Read-only audit endpoints: registry changes, routing decisions, the registry version.
 
-Open to ``admin`` and ``compliance`` keys: a compliance officer proves where requests went and
-who changed what, without being able to change anything."""
+Open to ``admin``, ``compliance`` and ``compliance_org`` keys: a compliance officer proves where
+requests went and who changed what, without being able to change anything. A ``compliance`` key
+reads its own tenant's decisions only (another ``tenant_id`` is 403) and, of the registry
+changes, the organisation-wide facts plus its own tenant and keys (``Caller.readable_tenant``)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ def get_version(session: SessionDep, _caller: AuditCaller) -> dict[str, int]:
 @router.get("/changes", summary="Registry changes, newest first")
 def get_changes(
     session: SessionDep,
-    _caller: AuditCaller,
+    caller: AuditCaller,
     kind: str | None = None,
     entity_id: str | None = None,
     actor: str | None = None,
@@ -38,6 +40,7 @@ def get_changes(
         entity_id=entity_id,
         actor=actor,
         since_version=since_version,
+        visible_to_tenant=caller.readable_tenant(None, param="tenant_id"),
         limit=limit,
     )
     return {"object": "list", "data": changes}
@@ -46,7 +49,7 @@ def get_changes(
 @router.get("/decisions", summary="Routing decisions, newest first")
 def get_decisions(
     session: SessionDep,
-    _caller: AuditCaller,
+    caller: AuditCaller,
     tenant_id: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -54,6 +57,11 @@ def get_decisions(
     limit: Limit = 100,
 ) -> dict[str, Any]:
     decisions = list_decisions(
-        session=session, tenant_id=tenant_id, since=since, until=until, status=status, limit=limit
+        session=session,
+        tenant_id=caller.readable_tenant(tenant_id, param="tenant_id"),
+        since=since,
+        until=until,
+        status=status,
+        limit=limit,
     )
     return {"object": "list", "data": decisions}

@@ -8,6 +8,7 @@
     GET  /admin/policy-presets           the shipped presets
     POST /admin/explain                  every candidate for tenant + model + context, decided
     POST /admin/what-if                  a draft policy replayed against recorded decisions
+                                         (a ``compliance`` key: its own tenant only)
     POST /admin/policy-tests             a policy test file run against a policy
 
 ``explain`` uses the live routing table's engine (the very one serving traffic); what-if and the
@@ -126,7 +127,8 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
         return {"object": "list", "data": [asdict(p) for p in list_presets()]}
 
     @router.post("/explain", summary="Every candidate deployment, allowed or denied, and why")
-    def post_explain(body: ExplainIn, _caller: AuditCaller) -> dict[str, Any]:
+    def post_explain(body: ExplainIn, caller: AuditCaller) -> dict[str, Any]:
+        caller.readable_tenant(body.tenant, param="tenant")
         table = current_table()
         tenant = table.snapshot.tenants.get(body.tenant)
         try:
@@ -153,11 +155,12 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
         return result.to_dict()
 
     @router.post("/what-if", summary="Replay recorded decisions under a draft policy")
-    def post_what_if(body: WhatIfIn, session: SessionDep, _caller: AuditCaller) -> dict[str, Any]:
+    def post_what_if(body: WhatIfIn, session: SessionDep, caller: AuditCaller) -> dict[str, Any]:
+        tenant = caller.readable_tenant(body.tenant, param="tenant")
         _compile(body.format, body.source)
         recorded = list_decisions(
             session=session,
-            tenant_id=body.tenant,
+            tenant_id=tenant,
             since=body.since,
             until=body.until,
             limit=body.last,

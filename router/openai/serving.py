@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 from adapters.base import UpstreamError, UpstreamHTTPError, UpstreamResponse
 from registry.keys import hash_key
 from registry.snapshot import DeploymentSnap, KeySnap
+from router.departure import Departure
 from router.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -39,7 +40,10 @@ from router.openai.protocol import (
 )
 from router.openai.protocol import parse_body as parse_request
 from router.policy import CandidateDecision, RequestContext
+from router.receipts import HEADER as RECEIPT_HEADER
+from router.receipts import issue as issue_receipt
 from router.routing import AttemptLog, attempt_in_order, not_served, outcome_of, plan
+from router.signing import Signer
 from router.table import RoutingTable
 
 Scope = MutableMapping[str, Any]
@@ -49,6 +53,8 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 log = logging.getLogger("provenance_router")
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+CLIENT_DISCONNECTED = "client_disconnected"
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that closed the connection first
 JSON = b"application/json"
 USAGE = re.compile(rb'"(prompt_tokens|completion_tokens|total_tokens)"\s*:\s*(\d+)')
 
@@ -60,6 +66,7 @@ class Exchange:
     request_id: str
     started: float
     table: RoutingTable
+    signer: Signer | None  # signs the response's receipt (None: the gateway has not started)
     key: KeySnap | None = None
     model: str | None = None
     action: str | None = None
@@ -112,7 +119,9 @@ class Exchange:
 async def serve_v1(gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one ``/v1`` request. Every request but a successful model listing leaves an audit
     row, including those refused before routing (bad key, bad JSON)."""
-    exchange = Exchange(next(gateway.request_ids), time.perf_counter(), gateway.table)
+    exchange = Exchange(
+        next(gateway.request_ids), time.perf_counter(), gateway.table, gateway.signer
+    )
     try:
         await _dispatch(gateway, exchange, scope, receive, send)
     except GatewayError as error:
@@ -241,8 +250,28 @@ async def _serve_operation(
         adapter = gateway.adapter(target.kind)
         return await adapter.send(target, operation.endpoint, raw, request.body, request.stream)
 
+    departure = Departure(receive, gateway.departures)
+    try:
+        await _call_and_relay(gateway, exchange, routed.ordered, call, send, departure)
+    except asyncio.CancelledError:
+        if not departure.cancelled_us():
+            raise
+        exchange.status, exchange.http_status = CLIENT_DISCONNECTED, CLIENT_CLOSED_REQUEST
+        exchange.error_code = CLIENT_DISCONNECTED
+    finally:
+        departure.stop()
+
+
+async def _call_and_relay(
+    gateway: Gateway,
+    exchange: Exchange,
+    ordered: Sequence[DeploymentSnap],
+    call: Callable[[DeploymentSnap, float], Awaitable[UpstreamResponse]],
+    send: Send,
+    departure: Departure,
+) -> None:
     deployment, response = await attempt_in_order(
-        routed.ordered,
+        ordered,
         call,
         health=gateway.health,
         log=exchange.log,
@@ -251,23 +280,46 @@ async def _serve_operation(
     )
     exchange.chosen = deployment.id
     if response.chunks is None:
+        departure.responding()
         await _relay_body(exchange, response, send)
     else:
-        await _relay_stream(exchange, response, send, receive)
+        departure.relaying(response)
+        await _relay_stream(exchange, response, send, departure)
 
 
-def _response_headers(exchange: Exchange, content_type: bytes) -> list[tuple[bytes, bytes]]:
+def _response_headers(
+    exchange: Exchange, content_type: bytes, status: int
+) -> list[tuple[bytes, bytes]]:
+    """The headers every /v1 response starts with, its signed receipt included: this is the
+    one place where responses start (success, error, stream, model listing)."""
     table = exchange.table
     headers = [(b"content-type", content_type), (b"x-request-id", exchange.request_id.encode())]
     if exchange.chosen is not None:
         headers.extend(table.headers[exchange.chosen])
     headers.append((b"x-provenance-policy-version", str(table.policy_version).encode()))
+    if exchange.signer is not None:
+        headers.append((RECEIPT_HEADER, _receipt(exchange, exchange.signer, status)))
     return headers
+
+
+def _receipt(exchange: Exchange, signer: Signer, status: int) -> bytes:
+    table, decisions = exchange.table, exchange.decisions
+    return issue_receipt(
+        signer,
+        rid=exchange.request_id,
+        tenant=exchange.key.tenant_id if exchange.key else None,
+        model=exchange.model,
+        deployment=exchange.chosen,
+        policy_version=table.policy_version,
+        registry_version=table.registry_version,
+        decision=table.audit_evaluation(decisions).id if decisions else None,
+        status=status,
+    )
 
 
 async def _relay_body(exchange: Exchange, response: UpstreamResponse, send: Send) -> None:
     body = response.body or b""
-    headers = _response_headers(exchange, response.content_type.encode("latin-1"))
+    headers = _response_headers(exchange, response.content_type.encode("latin-1"), response.status)
     headers.append((b"content-length", str(len(body)).encode()))
     encoding = response.headers.get("content-encoding")
     if encoding:  # an upstream that compressed despite Accept-Encoding: identity
@@ -279,24 +331,24 @@ async def _relay_body(exchange: Exchange, response: UpstreamResponse, send: Send
 
 
 async def _relay_stream(
-    exchange: Exchange, response: UpstreamResponse, send: Send, receive: Receive
+    exchange: Exchange, response: UpstreamResponse, send: Send, departure: Departure
 ) -> None:
     """Relay SSE bytes as they arrive. After the first byte nothing is retried: a failing
     backend ends the stream with an SSE error event and ``[DONE]``, never a silent cut. A client
-    that goes away closes the upstream at once (a model stops generating for nobody)."""
+    that goes away closes the upstream at once (``departure``: a model stops generating for
+    nobody)."""
     assert response.chunks is not None
-    headers = _response_headers(exchange, response.content_type.encode("latin-1"))
+    headers = _response_headers(exchange, response.content_type.encode("latin-1"), response.status)
     headers.append((b"cache-control", b"no-cache"))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     exchange.status, exchange.http_status, exchange.responded = "ok", response.status, True
-    watcher = asyncio.get_running_loop().create_task(_close_on_disconnect(receive, response))
     previous = last = b""
     try:
         async for chunk in response.chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             previous, last = last, chunk
     except UpstreamError as error:
-        if watcher.done():  # we closed the upstream because the client left
+        if departure.left:  # we closed the upstream because the client left
             return
         exchange.status, exchange.error_code = "stream_error", "upstream_stream_error"
         # the details (backend address, socket error) stay in the gateway's log
@@ -305,23 +357,15 @@ async def _relay_stream(
         frame = b"event: error\ndata: " + failure.body() + b"\n\ndata: [DONE]\n\n"
         await send({"type": "http.response.body", "body": frame, "more_body": True})
     finally:
-        watcher.cancel()
+        departure.stop()
         await response.aclose()  # a send that failed or was cancelled must not hold it open
         tail = previous + last
         exchange.usage = _usage(tail)
         # A client may hang up as soon as it has read [DONE], before the backend closes: that
         # stream was delivered whole. Only a disconnect before [DONE] is a broken-off request.
-        left_early = watcher.done() and not watcher.cancelled()
-        if left_early and not tail.rstrip().endswith(b"data: [DONE]"):
-            exchange.status, exchange.error_code = "client_disconnected", "client_disconnected"
+        if departure.left and not tail.rstrip().endswith(b"data: [DONE]"):
+            exchange.status, exchange.error_code = CLIENT_DISCONNECTED, CLIENT_DISCONNECTED
     await send({"type": "http.response.body", "body": b""})
-
-
-async def _close_on_disconnect(receive: Receive, response: UpstreamResponse) -> None:
-    """The request body is fully read, so the next ASGI message is the client going away."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    await response.aclose()
 
 
 def _usage(tail: bytes) -> dict[str, int]:
@@ -342,7 +386,7 @@ async def _serve_models(
     context = request_context(exchange.table, exchange.key, headers)
     visible = visible_models(exchange.table, exchange.key.tenant_id, context)
     body = model_list(visible) if path == "/v1/models" else one_model(visible, path[11:])
-    headers_out = _response_headers(exchange, JSON)
+    headers_out = _response_headers(exchange, JSON, 200)
     headers_out.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": 200, "headers": headers_out})
     await send({"type": "http.response.body", "body": body})
@@ -363,7 +407,7 @@ async def read_body(receive: Receive) -> bytes:
 
 
 async def _send_error(send: Send, exchange: Exchange, status: int, body: bytes) -> None:
-    headers = _response_headers(exchange, JSON)
+    headers = _response_headers(exchange, JSON, status)
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

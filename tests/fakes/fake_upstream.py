@@ -15,6 +15,8 @@ background thread, so it works from sync tests, async tests and a gateway runnin
         up.delay_s = 5.0                     # wait before sending headers (timeouts)
         ... call up.base_url ...             # "http://127.0.0.1:PORT/v1"
         assert up.calls == 3 and up.requests[0].json["model"] == "m"
+        up.arrived.wait(5)                   # a request has arrived (threading.Event)
+        up.abandoned.wait(5)                 # a caller closed its connection before the answer
 
 Script outcomes: ``"ok"`` (normal answer), an HTTP status such as ``"500"`` (OpenAI error
 envelope), ``"drop"`` (close the connection without answering). ``closed_port_url()`` gives a
@@ -63,7 +65,9 @@ class FakeUpstream:
 
     Knobs are plain attributes read on every request: ``delay_s``, ``fail_mid_stream_after``,
     ``stall_mid_stream_after``, ``stall_before_eof``, ``stream_chunks``, ``reply``, ``model``,
-    ``embedding_dim``.
+    ``embedding_dim``. Events for tests to wait on (never a sleep): ``arrived`` is set when a
+    request has been read, ``abandoned`` when a caller closed its connection while this server
+    was still preparing the answer (aiohttp cancels the handler).
     """
 
     def __init__(
@@ -83,6 +87,9 @@ class FakeUpstream:
         self.stall_mid_stream_after: int | None = None
         self.stall_before_eof = False
         self.requests: list[RecordedRequest] = []
+        self.arrived = threading.Event()
+        self.abandoned = threading.Event()
+        self.abandoned_calls = 0
         self._outcomes: deque[str] = deque()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -158,6 +165,9 @@ class FakeUpstream:
         self.fail_mid_stream_after = None
         self.stall_mid_stream_after = None
         self.stall_before_eof = False
+        self.arrived.clear()
+        self.abandoned.clear()
+        self.abandoned_calls = 0
 
     # -- request handling ------------------------------------------------------------------
 
@@ -173,9 +183,15 @@ class FakeUpstream:
                 json=payload,
             )
         )
+        self.arrived.set()
         outcome = self._outcomes.popleft() if self._outcomes else "ok"
         if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+            try:
+                await asyncio.sleep(self.delay_s)
+            except asyncio.CancelledError:  # the caller closed the connection
+                self.abandoned_calls += 1
+                self.abandoned.set()
+                raise
         if outcome == "drop":
             return _drop_connection(request)
         if outcome != "ok":

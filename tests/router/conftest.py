@@ -7,8 +7,10 @@
     row = gw.decision(request_id)                # the audit row, once the writer flushed it
 
 Every gateway gets the same seed (``seed``): two organizations (US, CN), two licenses, two
-approved models, tenants ``apps`` and ``limited`` with inference keys, a key without the
-``inference`` scope, and the test policy ``TEST_POLICY``:
+approved models, tenants ``apps`` and ``limited`` with inference keys, a ``compliance`` key
+without the ``inference`` scope (``no-inference``, tenant ``apps``), an organisation-wide
+``compliance_org`` key (``compliance-org``, tenant ``apps``), and the test policy
+``TEST_POLICY``:
 
 - ``test-deny-denied-deployments``: any deployment whose id ends in ``-denied`` is denied to
   everyone (so a test can make a healthy backend forbidden just by its name);
@@ -260,6 +262,9 @@ def seed(gw: RunningGateway) -> None:
         _, gw.keys["no-inference"] = w.create_api_key(
             id="compliance-only", tenant="apps", scopes=["compliance"]
         )
+        _, gw.keys["compliance-org"] = w.create_api_key(
+            id="compliance-org", tenant="apps", scopes=["compliance_org"]
+        )
         policy = w.save_policy(
             name="router-tests", format="yaml", source=TEST_POLICY, activate=True
         )
@@ -318,6 +323,7 @@ def gateway_factory(
                 "breaker_failures": 3,
                 "breaker_cooldown_s": 1.0,
                 "request_deadline_s": 20.0,
+                "signing_key_dir": tmp / "signing",  # never the user's data dir
                 **overrides,
             }
             app = create_app(Settings(**values))

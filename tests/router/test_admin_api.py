@@ -19,6 +19,7 @@ from tests.servers import serve_app
 ADMIN_KEY = "pr-admin-0123456789abcdefghijklmnopqrstuv"
 INFERENCE_KEY = "pr-inference-0123456789abcdefghijklmnopq"
 COMPLIANCE_KEY = "pr-compliance-0123456789abcdefghijklmnop"
+ORG_COMPLIANCE_KEY = "pr-compliance-org-0123456789abcdefghijk"
 DISABLED_KEY = "pr-disabled-0123456789abcdefghijklmnopqrs"
 
 
@@ -39,6 +40,9 @@ def prepare(engine: Engine) -> None:
         writer.create_api_key(id="app", tenant="ops", scopes=["inference"], raw_key=INFERENCE_KEY)
         writer.create_api_key(
             id="auditor", tenant="ops", scopes=["compliance"], raw_key=COMPLIANCE_KEY
+        )
+        writer.create_api_key(
+            id="org-auditor", tenant="ops", scopes=["compliance_org"], raw_key=ORG_COMPLIANCE_KEY
         )
         writer.create_api_key(id="old", tenant="ops", scopes=["admin"], raw_key=DISABLED_KEY)
         writer.update("api_key", "old", {"enabled": False}, expected_version=None)
@@ -196,9 +200,20 @@ def test_audit_endpoints(admin: Admin, engine: Engine) -> None:
         changes = client.get(
             "/admin/changes", params={"kind": "api_key", "actor": "test-setup"}
         ).json()
-        assert {c["entity_id"] for c in changes["data"]} == {"admin", "app", "auditor", "old"}
+        assert {c["entity_id"] for c in changes["data"]} == {
+            "admin",
+            "app",
+            "auditor",
+            "org-auditor",
+            "old",
+        }
         assert client.get("/admin/changes", params={"since_version": 1}).json()["data"] == []
         decisions = client.get("/admin/decisions", params={"tenant_id": "ops"}).json()["data"]
         assert [d["request_id"] for d in decisions] == ["r1"]
+        own = client.get("/admin/decisions", params={"limit": 5}).json()["data"]
+        assert [d["request_id"] for d in own] == ["r1"]  # its own tenant only
+        other = client.get("/admin/decisions", params={"tenant_id": "other"})
+        assert error_of(other, 403)["code"] == "insufficient_scope"
+    with admin.client(ORG_COMPLIANCE_KEY) as client:
         denied = client.get("/admin/decisions", params={"status": "denied", "limit": 5}).json()
         assert [d["request_id"] for d in denied["data"]] == ["r2"]

@@ -42,7 +42,8 @@ NO_DRAGON_FOR_CONFIDENTIAL = """\
 @dataclass
 class Clients:
     admin: httpx.Client  # scopes admin, inference, compliance
-    auditor: httpx.Client  # scope compliance only
+    auditor: httpx.Client  # scope compliance only, tenant apps: reads tenant apps only
+    org_auditor: httpx.Client  # scope compliance_org: reads every tenant
     app: httpx.Client  # scope inference only
 
 
@@ -74,9 +75,10 @@ def clients(gw: RunningGateway) -> Iterator[Clients]:
     with (
         gw.http(gw.admin_key) as admin,
         gw.http(gw.keys["no-inference"]) as auditor,
+        gw.http(gw.keys["compliance-org"]) as org_auditor,
         gw.http(gw.keys["apps"]) as app,
     ):
-        yield Clients(admin=admin, auditor=auditor, app=app)
+        yield Clients(admin=admin, auditor=auditor, org_auditor=org_auditor, app=app)
 
 
 @pytest.fixture(scope="module")
@@ -437,7 +439,7 @@ def test_a_missing_key_is_401(gw: RunningGateway) -> None:
 def test_explain_lists_every_candidate_with_rules_and_reasons(
     gw: RunningGateway, clients: Clients, route: ExplainRoute
 ) -> None:
-    body = ok(explain(clients.auditor, tenant="limited", model=route.name))
+    body = ok(explain(clients.org_auditor, tenant="limited", model=route.name))
 
     assert (body["tenant_id"], body["requested"], body["action"]) == (
         "limited",
@@ -483,7 +485,12 @@ def test_explain_agrees_with_live_routing(
 ) -> None:
     with activated(clients.admin, TEST_POLICY + NO_DRAGON_FOR_CONFIDENTIAL) as version:
         body = ok(
-            explain(clients.auditor, tenant=tenant, model=route.name, classification=classification)
+            explain(
+                clients.org_auditor,
+                tenant=tenant,
+                model=route.name,
+                classification=classification,
+            )
         )
         served = chat(gw, route.name, gw.keys[tenant], **{"X-Data-Classification": classification})
 
@@ -513,7 +520,7 @@ def test_explain_uses_the_tenant_region_as_live_routing_does(
     rule = "  - id: no-dragon-from-eu\n    deny: {caller_region: [EU], model: [dragon/*]}\n"
 
     with activated(clients.admin, TEST_POLICY + rule):
-        body = ok(explain(clients.auditor, tenant=tenant, model=route.name))
+        body = ok(explain(clients.org_auditor, tenant=tenant, model=route.name))
         served = chat(gw, route.name, key)
 
     assert body["context"]["caller_region"] == "eu"  # regions are lower-case slugs
@@ -588,10 +595,12 @@ def test_what_if_reports_the_recorded_requests_a_draft_changes(
     assert {r["status"] for r in map(gw.decision, refused)} == {"error"}
 
     running = ok(clients.admin.get(f"/admin/policies/{active_version(clients.admin)}"))
-    same = ok(clients.auditor.post("/admin/what-if", json={"source": running["source"], **window}))
+    same = ok(
+        clients.org_auditor.post("/admin/what-if", json={"source": running["source"], **window})
+    )
     rule = uid("wi-rule")
     stricter = running["source"] + f"  - id: {rule}\n    deny: {{deployment: [{first}]}}\n"
-    changed = ok(clients.auditor.post("/admin/what-if", json={"source": stricter, **window}))
+    changed = ok(clients.org_auditor.post("/admin/what-if", json={"source": stricter, **window}))
 
     assert (same["examined"], same["changed"], same["changes"]) == (4, 0, [])
     assert (changed["examined"], changed["changed"]) == (4, 3)

@@ -29,7 +29,14 @@ SCRIPT = textwrap.dedent(
         return sent[0]["status"]
 
     async def main():
-        app = create_app(Settings(database_url=sys.argv[1], local_model=False, admin_key=KEY))
+        app = create_app(
+            Settings(
+                database_url=sys.argv[1],
+                local_model=False,
+                admin_key=KEY,
+                signing_key_dir=sys.argv[2],
+            )
+        )
         startup = [{"type": "lifespan.startup"}]
         forever = asyncio.Event()
         async def lifespan_receive():
@@ -57,7 +64,13 @@ SCRIPT = textwrap.dedent(
 
 def test_v1_never_loads_the_admin_app_and_admin_still_works(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, f"sqlite:///{tmp_path / 'registry.db'}"],
+        [
+            sys.executable,
+            "-c",
+            SCRIPT,
+            f"sqlite:///{tmp_path / 'registry.db'}",
+            str(tmp_path / "signing"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

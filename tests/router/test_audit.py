@@ -223,6 +223,7 @@ def test_shutdown_flushes_buffered_rows(tmp_path: Any, up: FakeUpstream) -> None
         load_catalog=False,
         audit_flush_s=3600,
         snapshot_poll_s=0.2,
+        signing_key_dir=tmp_path / "signing",
     )
     app = create_app(settings)
     with serve_app(app, lifespan="on") as base_url:

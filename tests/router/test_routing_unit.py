@@ -486,12 +486,13 @@ def test_a_stream_whose_client_side_fails_releases_its_upstream() -> None:
     stream must still be released, or its connection stays taken and the model keeps
     generating for nobody."""
     from adapters.base import UpstreamResponse
+    from router.departure import Departure
     from router.openai.serving import Exchange, _relay_stream
 
     async def scenario() -> EndlessStream:
         chunks = EndlessStream()
         response = UpstreamResponse(status=200, content_type="text/event-stream", chunks=chunks)
-        exchange = Exchange("req-1", 0.0, table_of(deps(1)))
+        exchange = Exchange("req-1", 0.0, table_of(deps(1)), None)
         sent = 0
 
         async def send(message: dict[str, object]) -> None:
@@ -504,8 +505,10 @@ def test_a_stream_whose_client_side_fails_releases_its_upstream() -> None:
             await asyncio.Event().wait()  # the client never says it left
             return {}
 
+        departure = Departure(receive)
+        departure.relaying(response)
         with pytest.raises(OSError, match="socket broke"):
-            await _relay_stream(exchange, response, send, receive)
+            await _relay_stream(exchange, response, send, departure)
         return chunks
 
     assert asyncio.run(scenario()).closed
