@@ -9,6 +9,13 @@ once another writer had committed.
 
 PostgreSQL goes through psycopg 3. ``schema`` puts every table in one schema via
 ``search_path`` (tests use a fresh schema each; an operator may share a database this way).
+
+Waits are bounded, and a wait that runs out is a :class:`~registry.errors.BusyError`, not a
+driver error: a checkout from the connection pool (``pool_size`` connections kept, up to
+``max_overflow`` more) waits at most ``pool_timeout_s``; a registry writer waits at most
+``lock_timeout_s`` for the write lock (SQLite: ``busy_timeout`` on every connection;
+PostgreSQL: ``SET LOCAL lock_timeout`` in each write transaction, so migrations and the setup
+lock are not cut short).
 """
 
 from __future__ import annotations
@@ -22,15 +29,25 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
+
+from registry.errors import BusyError
 
 # The newest migration. Checked against alembic's own view of the scripts by a test, so it
 # cannot go stale; it lets a restart skip importing alembic (~0.4 s) when nothing is to do.
 HEAD_REVISION = "0003"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 WRITE_OPTION = "registry_write"  # execution option marking a registry write transaction
+# The defaults of router.settings.Settings (database_pool_size, ...), for callers without one.
+POOL_SIZE = 5
+MAX_OVERFLOW = 10
+POOL_TIMEOUT_S = 10.0
+LOCK_TIMEOUT_S = 10.0
+SQLITE_BUSY = 5  # sqlite3's error code for "database is locked"
+PG_LOCK_NOT_AVAILABLE = "55P03"  # the SQLSTATE of a lock_timeout that ran out
 
 
 def json_dumps(value: Any) -> str:
@@ -40,35 +57,64 @@ def json_dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def make_engine(url: str, *, schema: str | None = None, echo: bool = False) -> Engine:
-    """An engine for ``url``; ``postgresql://`` URLs are served by psycopg 3."""
+def make_engine(
+    url: str,
+    *,
+    schema: str | None = None,
+    echo: bool = False,
+    pool_size: int = POOL_SIZE,
+    max_overflow: int = MAX_OVERFLOW,
+    pool_timeout_s: float = POOL_TIMEOUT_S,
+    lock_timeout_s: float = LOCK_TIMEOUT_S,
+) -> Engine:
+    """An engine for ``url``; ``postgresql://`` URLs are served by psycopg 3. The pool and lock
+    bounds are described in the module docstring (an in-memory SQLite database has one
+    connection per thread and no pool to size)."""
     parsed = make_url(url)
+    pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout_s}
+    lock_timeout_ms = max(1, round(lock_timeout_s * 1000))
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, echo=echo)
+        return _sqlite_engine(parsed, pool if _is_file(parsed) else {}, lock_timeout_ms, echo)
     if parsed.get_backend_name() in ("postgresql", "postgres"):  # "postgres://": Heroku-style
-        return _postgres_engine(parsed.set(drivername="postgresql+psycopg"), schema, echo)
+        parsed = parsed.set(drivername="postgresql+psycopg")
+        return _postgres_engine(parsed, schema, pool, lock_timeout_ms, echo)
     raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)}")
 
 
-def _postgres_engine(url: Any, schema: str | None, echo: bool) -> Engine:
+def _is_file(url: URL) -> bool:
+    return url.database not in (None, "", ":memory:") and url.query.get("mode") != "memory"
+
+
+def _postgres_engine(
+    url: URL, schema: str | None, pool: dict[str, Any], lock_timeout_ms: int, echo: bool
+) -> Engine:
     connect_args = {"options": f"-csearch_path={schema}"} if schema else {}
-    return create_engine(
+    engine = create_engine(
         url,
         connect_args=connect_args,
         pool_pre_ping=True,
         echo=echo,
         json_serializer=json_dumps,
         json_deserializer=orjson.loads,
+        **pool,
     )
 
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get(WRITE_OPTION, False):
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = {lock_timeout_ms}")
 
-def _sqlite_engine(url: str, *, echo: bool) -> Engine:
+    return engine
+
+
+def _sqlite_engine(url: URL, pool: dict[str, Any], busy_timeout_ms: int, echo: bool) -> Engine:
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False},
         echo=echo,
         json_serializer=json_dumps,
         json_deserializer=orjson.loads,
+        **pool,
     )
 
     @event.listens_for(engine, "connect")
@@ -78,7 +124,7 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL: no corruption on crash
         cursor.close()
 
@@ -157,16 +203,18 @@ def setup_lock(engine: Engine) -> Iterator[None]:
 
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session that commits on success and rolls back on any exception."""
-    with Session(engine) as session, session.begin():
+    """A session that commits on success and rolls back on any exception; ``BusyError`` when no
+    connection (or lock) came free in time."""
+    with busy_as_error(), Session(engine) as session, session.begin():
         yield session
 
 
 @contextmanager
 def write_connection(engine: Engine) -> Iterator[Connection]:
     """A connection in a transaction that already holds (SQLite) or will take (PostgreSQL, see
-    the service) the registry write lock; commits on success, rolls back on any exception."""
-    with engine.connect() as connection:
+    the service) the registry write lock; commits on success, rolls back on any exception.
+    ``BusyError`` when no connection, or the lock, came free in time."""
+    with busy_as_error(), engine.connect() as connection:
         connection.execution_options(**{WRITE_OPTION: True})
         with connection.begin():
             yield connection
@@ -237,3 +285,25 @@ def _raw_sqlite(engine: Engine) -> Iterator[sqlite3.Connection]:
         yield raw
     finally:
         connection.close()
+
+
+@contextmanager
+def busy_as_error() -> Iterator[None]:
+    """Turn a pool checkout timeout or a lock wait that ran out into ``BusyError``."""
+    try:
+        yield
+    except PoolTimeout as exc:
+        raise BusyError("the registry database is busy: no connection free; retry") from exc
+    except OperationalError as exc:
+        if not is_lock_timeout(exc):
+            raise
+        raise BusyError("the registry is busy: another write holds its lock; retry") from exc
+
+
+def is_lock_timeout(exc: OperationalError) -> bool:
+    """Whether the database gave up waiting for a lock (SQLite ``SQLITE_BUSY``, PostgreSQL
+    ``lock_not_available``)."""
+    sqlite_code = getattr(exc.orig, "sqlite_errorcode", None)  # extended: the low byte is basic
+    if isinstance(sqlite_code, int) and sqlite_code & 0xFF == SQLITE_BUSY:
+        return True
+    return getattr(exc.orig, "sqlstate", None) == PG_LOCK_NOT_AVAILABLE

@@ -2,10 +2,11 @@
 
 Used by the admin API and by ``provenance-router apply``; knows nothing about HTTP.
 
-    RegistryError              .message
+    RegistryError              .message (the tree is in ``registry.errors``)
     ├── ValidationFailed       bad input (.field names it, or None); nothing changed
     ├── NotFoundError          no entity with that id
-    └── ConflictError          stale expected version, duplicate id, concurrent write
+    ├── ConflictError          stale expected version, duplicate id, concurrent write
+    └── BusyError              no connection or no write lock in time; nothing changed
 
 How a write is kept safe:
 
@@ -22,6 +23,9 @@ How a write is kept safe:
   a stale version is a ``ConflictError`` (HTTP 409), never a lost update.
 - Policy saves and activations bump the registry version too: replicas reload their snapshot
   (which holds the active policy) when that version moves.
+- Every wait is bounded: for a pooled connection by the engine's pool timeout, for the write
+  lock by its lock timeout (``registry.db.make_engine``). Either ends in ``BusyError`` with
+  nothing changed, never in a driver error.
 """
 
 from __future__ import annotations
@@ -37,6 +41,13 @@ from sqlalchemy.orm import Session
 
 from registry import reads
 from registry.db import write_connection
+from registry.errors import (
+    BusyError,
+    ConflictError,
+    NotFoundError,
+    RegistryError,
+    ValidationFailed,
+)
 from registry.keys import generate_key, hash_key, key_prefix
 from registry.lineage import find_cycle
 from registry.models import (
@@ -63,12 +74,14 @@ from registry.reads import (
 
 __all__ = [
     "KINDS",
+    "BusyError",
     "ConflictError",
     "Evaluation",
     "NotFoundError",
     "RegistryError",
     "ValidationFailed",
     "Writer",
+    "check_version",
     "find_key",
     "get_policy",
     "insert_decisions",
@@ -86,26 +99,6 @@ KINDS: tuple[str, ...] = tuple(SPECS)
 POLICY_FORMATS = ("yaml", "cedar")
 
 
-class RegistryError(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class ValidationFailed(RegistryError):
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-class NotFoundError(RegistryError):
-    pass
-
-
-class ConflictError(RegistryError):
-    pass
-
-
 # --- reads -----------------------------------------------------------------------------------
 
 
@@ -116,6 +109,18 @@ def read_one(*, session: Session, kind: str, id: str) -> dict[str, Any]:
     if found is None:
         raise NotFoundError(f"{kind} {id!r} not found")
     return found
+
+
+def check_version(*, session: Session, kind: str, id: str, expected_version: int | None) -> None:
+    """``ConflictError`` when ``id`` is stored at another version than ``expected_version``.
+
+    A read, without the write lock: versions only grow, so a version that is stale now is stale
+    under the lock too, and a caller can refuse the write without queueing behind the writers
+    ahead. Whatever this lets through (absent, or matching) the write transaction decides."""
+    spec = _spec(kind)
+    row = reads.fetch_row(session.connection(), spec, id)
+    if row is not None and expected_version is not None and row["version"] != expected_version:
+        raise _stale(spec, id, row["version"], expected_version)
 
 
 def get_policy(*, session: Session, version: int) -> dict[str, Any]:
@@ -160,6 +165,14 @@ class Writer:
     def version(self) -> int | None:
         """The registry version this transaction writes, or None while nothing changed."""
         return self._version
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session on this transaction's own connection, for the read functions: it sees
+        what this transaction wrote so far, and a writer that reads never waits for a second
+        pooled connection while it holds one (the write lock with it)."""
+        with Session(bind=self._db) as session:
+            yield session
 
     def create(self, kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
         """Create one entity; returns its public dict (with its ``version``)."""
@@ -298,10 +311,7 @@ class Writer:
         if row is None:
             raise NotFoundError(f"{spec.kind} {id!r} not found")
         if expected_version is not None and row["version"] != expected_version:
-            raise ConflictError(
-                f"{spec.kind} {id!r} is at version {row['version']}, not {expected_version}:"
-                " it was changed since you read it; reload and retry"
-            )
+            raise _stale(spec, id, row["version"], expected_version)
         return row
 
     def _compare_and_set(
@@ -426,6 +436,13 @@ def _references_to(kind: str) -> Iterator[tuple[KindSpec, Reference]]:
         for ref in spec.references:
             if kind in ref.targets:
                 yield spec, ref
+
+
+def _stale(spec: KindSpec, id: str, stored: int, expected: int) -> ConflictError:
+    return ConflictError(
+        f"{spec.kind} {id!r} is at version {stored}, not {expected}:"
+        " it was changed since you read it; reload and retry"
+    )
 
 
 def _spec(kind: str) -> KindSpec:

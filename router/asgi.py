@@ -16,11 +16,11 @@ import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from registry.db import checkpoint, make_engine
+from registry.db import checkpoint
 from router.bootstrap import bootstrap
 from router.gateway import Gateway
 from router.openai.serving import serve_v1
-from router.settings import Settings
+from router.settings import Settings, registry_engine
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -112,7 +112,7 @@ def settle_memory() -> None:
 
 def create_app(settings: Settings | None = None) -> GatewayApp:
     settings = settings or Settings()
-    engine = make_engine(settings.database_url)
+    engine = registry_engine(settings)
     gateway = Gateway(settings, engine)
 
     def build_admin() -> ASGIApp:

@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from registry.catalog import load_catalog
-from registry.db import migrate, session_scope, setup_lock
+from registry.db import migrate, setup_lock
 from registry.keys import hash_key
 from registry.service import (
     NotFoundError,
@@ -53,41 +54,41 @@ def _bootstrap(engine: Engine, settings: Settings) -> str | None:
     migrate(engine)
     if settings.load_catalog:
         load_catalog(engine)
-    with write_transaction(engine=engine, actor=ACTOR) as writer:
-        _ensure(writer, engine, "tenant", {"id": DEFAULT_TENANT, "name": "Default tenant"})
-        raw_key = _ensure_admin_key(writer, engine, settings.admin_key)
-        if not _exists(engine, "policy"):
+    # Reads go through the write transaction's own connection (writer.reading): setup never
+    # holds one pooled connection while it waits for another.
+    with write_transaction(engine=engine, actor=ACTOR) as writer, writer.reading() as session:
+        _ensure(writer, session, "tenant", {"id": DEFAULT_TENANT, "name": "Default tenant"})
+        raw_key = _ensure_admin_key(writer, session, settings.admin_key)
+        if not _exists(session, "policy"):
             writer.save_policy(
                 name="default", format="yaml", source=DEFAULT_POLICY_SOURCE, activate=True
             )
         if settings.local_model:
-            _ensure_local_model(writer, engine, settings)
+            _ensure_local_model(writer, session, settings)
     return raw_key
 
 
-def _exists(engine: Engine, kind: str, id: str | None = None) -> bool:
-    with session_scope(engine) as session:
-        if kind == "policy":  # policies are versions, not a registry kind: read_all has none
-            return bool(list_policies(session=session))
-        if id is None:
-            return bool(read_all(session=session, kind=kind))
-        try:
-            read_one(session=session, kind=kind, id=id)
-        except NotFoundError:
-            return False
-        return True
+def _exists(session: Session, kind: str, id: str | None = None) -> bool:
+    if kind == "policy":  # policies are versions, not a registry kind: read_all has none
+        return bool(list_policies(session=session))
+    if id is None:
+        return bool(read_all(session=session, kind=kind))
+    try:
+        read_one(session=session, kind=kind, id=id)
+    except NotFoundError:
+        return False
+    return True
 
 
-def _ensure(writer: Writer, engine: Engine, kind: str, data: Mapping[str, Any]) -> None:
-    if not _exists(engine, kind, str(data.get("id", data.get("name")))):
+def _ensure(writer: Writer, session: Session, kind: str, data: Mapping[str, Any]) -> None:
+    if not _exists(session, kind, str(data.get("id", data.get("name")))):
         writer.create(kind, data)
 
 
-def _ensure_admin_key(writer: Writer, engine: Engine, configured: str | None) -> str | None:
+def _ensure_admin_key(writer: Writer, session: Session, configured: str | None) -> str | None:
     """Make sure an admin key exists. A configured key is registered (by hash) if new; without
     one, a key is generated on first start and returned so it can be shown once."""
-    with session_scope(engine) as session:
-        snapshot = load_snapshot(session=session)
+    snapshot = load_snapshot(session=session)
     if configured is not None:
         if hash_key(configured) not in snapshot.keys_by_hash:
             writer.create_api_key(
@@ -103,11 +104,11 @@ def _ensure_admin_key(writer: Writer, engine: Engine, configured: str | None) ->
     return raw
 
 
-def _ensure_local_model(writer: Writer, engine: Engine, settings: Settings) -> None:
+def _ensure_local_model(writer: Writer, session: Session, settings: Settings) -> None:
     claim = {"source": SMOLLM_SOURCE, "retrieved_at": "2026-11-25", "confidence": "reported"}
     _ensure(
         writer,
-        engine,
+        session,
         "organization",
         {
             "id": "huggingface",
@@ -118,7 +119,7 @@ def _ensure_local_model(writer: Writer, engine: Engine, settings: Settings) -> N
     )
     _ensure(
         writer,
-        engine,
+        session,
         "license",
         {
             "id": "Apache-2.0",
@@ -131,7 +132,7 @@ def _ensure_local_model(writer: Writer, engine: Engine, settings: Settings) -> N
     )
     _ensure(
         writer,
-        engine,
+        session,
         "model",
         {
             "id": LOCAL_MODEL,
@@ -146,7 +147,7 @@ def _ensure_local_model(writer: Writer, engine: Engine, settings: Settings) -> N
     )
     _ensure(
         writer,
-        engine,
+        session,
         "deployment",
         {
             "id": LOCAL_DEPLOYMENT,
@@ -173,7 +174,7 @@ def _ensure_local_model(writer: Writer, engine: Engine, settings: Settings) -> N
     )
     _ensure(
         writer,
-        engine,
+        session,
         "route",
         {
             "name": LOCAL_ROUTE,  # a route's key is its name

@@ -11,23 +11,39 @@ The admin app keeps one :class:`AdminContext` in ``app.state.admin`` (set by
 
 Keys are looked up by hash in the database on every admin request: admin traffic is low and
 this way a disabled key stops working at once, without waiting for a snapshot reload.
+
+No request holds one pooled connection while it waits for another (issue 14: 40 parallel
+PATCHes each held the connection that authenticated them while their write waited for a second,
+emptied the pool and answered 500 after its timeout). So the key lookup runs in its own short
+transaction, and :meth:`AdminContext.write` runs in three steps:
+
+1. ``check`` (optional, a worker thread, a short read): refuse what is already known to fail,
+   e.g. a stale ``version`` (409), without waiting for the writers ahead;
+2. the write turn: this process's writers queue in the event loop, holding no worker thread and
+   no connection, for at most ``registry_lock_timeout_s`` (then 503 ``registry_busy``); reads
+   keep the threads and connections meanwhile;
+3. the write transaction itself (a worker thread, one connection), which still takes the
+   database's write lock: other processes (replicas, ``apply``) write too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Annotated, TypeVar, cast
 
 from fastapi import Depends, Header, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from registry.db import session_scope
 from registry.keys import hash_key
-from registry.service import Writer, find_key, write_transaction
-from router.errors import AuthenticationFailed, PermissionDenied
+from registry.service import Writer, check_version, find_key, write_transaction
+from router.errors import AuthenticationFailed, PermissionDenied, RegistryBusy
 from router.settings import Settings
 
 log = logging.getLogger("provenance_router.admin")
@@ -40,19 +56,55 @@ class AdminContext:
     engine: Engine
     settings: Settings
     on_change: Callable[[], None] | None = None  # e.g. reload the gateway's snapshot
+    write_turn: asyncio.Lock = field(default_factory=asyncio.Lock)  # one writer at a time
 
-    def write(self, *, actor: str, operation: Callable[[Writer], T]) -> T:
-        """Run ``operation`` in one registry write transaction; after a commit that changed
+    async def write(
+        self,
+        *,
+        actor: str,
+        operation: Callable[[Writer], T],
+        check: Callable[[], object] | None = None,
+    ) -> T:
+        """Run ``check``, then ``operation`` in one registry write transaction, in turn with
+        this process's other writers (see the module docstring); after a commit that changed
         something, call ``on_change`` (a failing hook is logged: the write itself stands)."""
+        if check is not None:
+            await run_in_threadpool(check)
+        async with self._turn():
+            result, changed = await run_in_threadpool(self._transaction, actor, operation)
+        if changed:
+            await run_in_threadpool(self._notify)
+        return result
+
+    def check_version(self, kind: str, id: str, version: int | None) -> None:
+        """409 at once when ``id`` is no longer at ``version`` (a ``check`` for ``write``)."""
+        with session_scope(self.engine) as session:
+            check_version(session=session, kind=kind, id=id, expected_version=version)
+
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self.settings.registry_lock_timeout_s):
+                await self.write_turn.acquire()
+        except TimeoutError:
+            raise RegistryBusy("the registry is busy with other writes; retry") from None
+        try:
+            yield
+        finally:
+            self.write_turn.release()
+
+    def _transaction(self, actor: str, operation: Callable[[Writer], T]) -> tuple[T, bool]:
         with write_transaction(engine=self.engine, actor=actor) as writer:
             result = operation(writer)
-            changed = writer.version is not None
-        if changed and self.on_change is not None:
-            try:
-                self.on_change()
-            except Exception:
-                log.exception("registry change hook failed after a committed write")
-        return result
+        return result, writer.version is not None
+
+    def _notify(self) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change()
+        except Exception:
+            log.exception("registry change hook failed after a committed write")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +162,11 @@ def bearer_token(authorization: Annotated[str | None, Header()] = None) -> str:
     return token.strip()
 
 
-def current_caller(session: SessionDep, token: Annotated[str, Depends(bearer_token)]) -> Caller:
-    key = find_key(session=session, key_hash=hash_key(token))
+def current_caller(context: ContextDep, token: Annotated[str, Depends(bearer_token)]) -> Caller:
+    # Its own transaction, not the request's SessionDep: the connection is back in the pool
+    # before the route runs, so a write never waits for a second one while holding this one.
+    with session_scope(context.engine) as session:
+        key = find_key(session=session, key_hash=hash_key(token))
     if key is None or not key["enabled"]:
         raise AuthenticationFailed("invalid API key")
     return Caller(key_id=key["id"], tenant=key["tenant"], scopes=frozenset(key["scopes"]))

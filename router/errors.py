@@ -12,6 +12,7 @@
     ├── InternalError           500  api_error / internal_error
     ├── UpstreamFailed          502  api_error / upstream_error
     ├── NoBackendAvailable      503  api_error / no_backend_available
+    ├── RegistryBusy            503  api_error / registry_busy (the gateway's own database)
     └── UpstreamTimedOut        504  api_error / upstream_timeout
 
 The status/type/code of each class is fixed here and nowhere else; the official SDK maps the
@@ -117,6 +118,17 @@ class NoBackendAvailable(GatewayError):
     status = 503
     type = "api_error"
     code = "no_backend_available"
+
+
+class RegistryBusy(GatewayError):
+    """The registry database did not answer in time (no pooled connection free, or the write
+    lock held by another writer past the lock timeout): the gateway's own saturation, not a
+    backend's fault and not a conflict. Nothing changed; the client may retry."""
+
+    status = 503
+    type = "api_error"
+    code = "registry_busy"
+    retry_after_s: ClassVar[int] = 1
 
 
 class UpstreamTimedOut(GatewayError):

@@ -9,6 +9,9 @@ from pathlib import Path
 from platformdirs import user_data_dir
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import Engine
+
+from registry.db import LOCK_TIMEOUT_S, MAX_OVERFLOW, POOL_SIZE, POOL_TIMEOUT_S, make_engine
 
 
 def data_dir() -> Path:
@@ -34,6 +37,12 @@ class Settings(BaseSettings):
         default_factory=default_database_url,
         validation_alias=AliasChoices("PROVENANCE_ROUTER_DATABASE_URL", "DATABASE_URL"),
     )
+    # The registry database's connection pool and lock waits (see registry.db): a wait that
+    # runs out answers 503 registry_busy, never 500.
+    database_pool_size: int = Field(POOL_SIZE, gt=0)  # connections kept open
+    database_max_overflow: int = Field(MAX_OVERFLOW, ge=0)  # more, opened under load
+    database_pool_timeout_s: float = Field(POOL_TIMEOUT_S, gt=0)  # wait for a free connection
+    registry_lock_timeout_s: float = Field(LOCK_TIMEOUT_S, gt=0)  # a writer's wait for its turn
     host: str = "127.0.0.1"
     port: int = 8000
     load_catalog: bool = True  # load the built-in catalog on first start
@@ -57,6 +66,18 @@ class Settings(BaseSettings):
     # Ed25519 key of audit checkpoints and receipts (see router.signing); generated at first
     # start. Replicas that must sign with one key share this directory like any other secret.
     signing_key_dir: Path = Field(default_factory=default_signing_key_dir)
+
+
+def registry_engine(settings: Settings, database_url: str | None = None) -> Engine:
+    """The registry engine for ``database_url`` (default: the configured one), with the
+    configured pool and lock bounds."""
+    return make_engine(
+        database_url or settings.database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_timeout_s=settings.database_pool_timeout_s,
+        lock_timeout_s=settings.registry_lock_timeout_s,
+    )
 
 
 def resolve_secret(reference: str) -> str | None:

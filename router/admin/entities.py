@@ -13,7 +13,7 @@ knows the rules, shared with ``apply``); its errors name the field.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
@@ -100,39 +100,42 @@ def entity_router(kind: str) -> APIRouter:
         return read_one(session=session, kind=kind, id=id)
 
     @router.patch("/{id:path}", summary=f"Change one of {plural}", responses=documented)
-    def patch_entity(
+    async def patch_entity(
         id: str, body: PatchBody, context: ContextDep, caller: AdminCaller
     ) -> dict[str, Any]:
         changes = body.model_extra or {}
-        return context.write(
+        return await context.write(
             actor=caller.actor,
             operation=lambda w: w.update(kind, id, changes, expected_version=body.version),
+            check=lambda: context.check_version(kind, id, body.version),
         )
 
     @router.delete("/{id:path}", summary=f"Delete one of {plural}")
-    def delete_entity(
+    async def delete_entity(
         id: str, context: ContextDep, caller: AdminCaller, version: int | None = None
     ) -> dict[str, Any]:
-        context.write(
-            actor=caller.actor, operation=lambda w: w.delete(kind, id, expected_version=version)
+        await context.write(
+            actor=caller.actor,
+            operation=lambda w: w.delete(kind, id, expected_version=version),
+            check=lambda: context.check_version(kind, id, version),
         )
         return {"id": id, "object": kind, "deleted": True}
 
     return router
 
 
-def _create_endpoint(kind: str) -> Callable[..., dict[str, Any]]:
-    def create_entity(
+def _create_endpoint(kind: str) -> Callable[..., Awaitable[dict[str, Any]]]:
+    async def create_entity(
         body: Annotated[dict[str, Any], Body()], context: ContextDep, caller: AdminCaller
     ) -> dict[str, Any]:
-        return context.write(actor=caller.actor, operation=lambda w: w.create(kind, body))
+        return await context.write(actor=caller.actor, operation=lambda w: w.create(kind, body))
 
     return create_entity
 
 
-def _create_key(body: NewApiKey, context: ContextDep, caller: AdminCaller) -> dict[str, Any]:
+async def _create_key(body: NewApiKey, context: ContextDep, caller: AdminCaller) -> dict[str, Any]:
     """The raw key is in this response and nowhere else, ever."""
-    public, raw = context.write(
+    public, raw = await context.write(
         actor=caller.actor,
         operation=lambda w: w.create_api_key(id=body.id, tenant=body.tenant, scopes=body.scopes),
     )

@@ -3,7 +3,8 @@
 RegistryError                 -> GatewayError
 ├── ValidationFailed          -> BadRequest 400 (param = the field)
 ├── NotFoundError             -> NotFound 404
-└── ConflictError             -> Conflict 409
+├── ConflictError             -> Conflict 409
+└── BusyError                 -> RegistryBusy 503 (with Retry-After)
 RequestValidationError        -> BadRequest 400 (param = the field, message names it)
 HTTPException 404/405/...     -> NotFound / MethodNotAllowed / the same status
 anything else                 -> GatewayError 500 (no internals in the message)
@@ -19,13 +20,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from registry.service import ConflictError, NotFoundError, RegistryError, ValidationFailed
+from registry.service import (
+    BusyError,
+    ConflictError,
+    NotFoundError,
+    RegistryError,
+    ValidationFailed,
+)
 from router.errors import (
     AuthenticationFailed,
     BadRequest,
     Conflict,
     GatewayError,
     NotFound,
+    RegistryBusy,
 )
 
 _LOCATIONS = ("body", "query", "path", "header")
@@ -54,6 +62,8 @@ def from_registry_error(error: RegistryError) -> GatewayError:
         return NotFound(error.message)
     if isinstance(error, ConflictError):
         return Conflict(error.message)
+    if isinstance(error, BusyError):
+        return RegistryBusy(error.message)
     return GatewayError(error.message)
 
 
@@ -71,7 +81,11 @@ def from_request_validation(errors: Sequence[Any]) -> BadRequest:
 
 
 def render(error: GatewayError) -> Response:
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, AuthenticationFailed) else None
+    headers = None
+    if isinstance(error, AuthenticationFailed):
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(error, RegistryBusy):
+        headers = {"Retry-After": str(error.retry_after_s)}
     return Response(
         error.body(), status_code=error.status, media_type="application/json", headers=headers
     )

@@ -95,9 +95,11 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
         return get_policy(session=session, version=version)
 
     @router.post("/policies", status_code=201, summary="Validate and save a policy version")
-    def post_policy(body: PolicyIn, context: ContextDep, caller: AdminCaller) -> dict[str, Any]:
+    async def post_policy(
+        body: PolicyIn, context: ContextDep, caller: AdminCaller
+    ) -> dict[str, Any]:
         warnings = _checked(_compile(body.format, body.source), current_table())
-        saved = context.write(
+        saved = await context.write(
             actor=caller.actor,
             operation=lambda w: w.save_policy(
                 name=body.name, format=body.format, source=body.source, activate=body.activate
@@ -106,8 +108,8 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
         return {**saved, "warnings": warnings}
 
     @router.post("/policies/{version}/activate", summary="Make a saved version the active one")
-    def activate(version: int, context: ContextDep, caller: AdminCaller) -> dict[str, Any]:
-        return context.write(
+    async def activate(version: int, context: ContextDep, caller: AdminCaller) -> dict[str, Any]:
+        return await context.write(
             actor=caller.actor, operation=lambda w: w.activate_policy(version=version)
         )
 

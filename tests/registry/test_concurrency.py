@@ -1,6 +1,7 @@
 """Concurrent writers, each on its own connection, lined up with a barrier: the registry serializes
 them, exactly one of two edits of the same version wins, the loser gets a 409-style conflict,
-and the registry version moves once per successful transaction."""
+and the registry version moves once per successful transaction. A writer that cannot get a
+connection or the write lock in time gets ``BusyError`` (503), never a driver error."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from registry.db import session_scope
+from registry.db import make_engine, session_scope
 from registry.service import (
+    BusyError,
     ConflictError,
     list_changes,
     load_snapshot,
@@ -21,7 +23,8 @@ from registry.service import (
     registry_version,
     write_transaction,
 )
-from tests.registry.conftest import LLAMA
+from tests.conftest import Database
+from tests.registry.conftest import LLAMA, seed
 
 ROUNDS = 5
 BARRIER_TIMEOUT_S = 30.0
@@ -129,3 +132,38 @@ def test_snapshots_are_consistent_while_writers_commit(seeded: Engine) -> None:
     written = [(version, org, tenant) for version, org, tenant in outcomes[1] if version > 1]
     assert written, "no snapshot saw a write: the test proved nothing"
     assert all(org == tenant == f"n{version - 2}" for version, org, tenant in written), written
+
+
+def test_a_writer_that_cannot_get_the_write_lock_in_time_is_busy(database: Database) -> None:
+    """Another process's writer holds the lock (here: another engine, as a replica or ``apply``
+    would): the second writer gives up after the lock timeout with ``BusyError`` and changes
+    nothing, instead of waiting without bound or failing with a driver error."""
+    holder = database.engine()
+    waiter = make_engine(database.url, lock_timeout_s=0.2)
+    try:
+        seed(holder)
+        with write_transaction(engine=holder, actor="holder") as writer:
+            writer.update("tenant", "product-x", {"name": "held"}, expected_version=None)
+            with pytest.raises(BusyError), write_transaction(engine=waiter, actor="w") as late:
+                late.update("tenant", "product-x", {"name": "late"}, expected_version=None)
+        with session_scope(waiter) as session:
+            assert read_one(session=session, kind="tenant", id="product-x")["name"] == "held"
+    finally:
+        holder.dispose()
+        waiter.dispose()
+
+
+def test_no_free_connection_in_time_is_busy(database: Database) -> None:
+    """Reads and writes that find every pooled connection taken give up after the pool
+    timeout with ``BusyError``."""
+    engine = make_engine(database.url, pool_size=1, max_overflow=0, pool_timeout_s=0.1)
+    try:
+        with engine.connect():  # the only connection
+            with pytest.raises(BusyError), session_scope(engine) as session:
+                registry_version(session=session)
+            with pytest.raises(BusyError), write_transaction(engine=engine, actor="w"):
+                pass
+        with session_scope(engine) as session:  # free again
+            assert registry_version(session=session) == 0
+    finally:
+        engine.dispose()

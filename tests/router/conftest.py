@@ -280,7 +280,9 @@ def _exists(gw: RunningGateway, kind: str, id: str) -> bool:
     return True
 
 
-def _database_url(backend: str, tmp: Path, request: pytest.FixtureRequest) -> str:
+def _database_url(backend: str, tmp: Path, request: pytest.FixtureRequest, stack: ExitStack) -> str:
+    """The gateway's database; on PostgreSQL a fresh schema, dropped by ``stack`` once the
+    gateway started after this call has stopped (its poller must not see the schema go)."""
     if backend == "sqlite":
         return f"sqlite:///{tmp / 'registry.db'}"
     from tests.conftest import postgres_url
@@ -289,7 +291,7 @@ def _database_url(backend: str, tmp: Path, request: pytest.FixtureRequest) -> st
     schema = f"router_{uuid.uuid4().hex[:16]}"
     with admin.begin() as connection:
         connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    request.addfinalizer(lambda: _drop_schema(admin, schema))
+    stack.callback(_drop_schema, admin, schema)
     return f"{postgres_url()}?options=-csearch_path%3D{schema}"
 
 
@@ -314,7 +316,7 @@ def gateway_factory(
             tmp = tmp_path_factory.mktemp("gateway")
             admin_key = f"pr-test-admin-{uuid.uuid4().hex}"
             values: dict[str, Any] = {
-                "database_url": _database_url(backend, tmp, request),
+                "database_url": _database_url(backend, tmp, request, stack),
                 "admin_key": admin_key,
                 "local_model": False,
                 "load_catalog": False,
