@@ -17,6 +17,7 @@ from adapters.base import (
     UpstreamResponse,
     UpstreamTimeout,
 )
+from adapters.http1 import Limits
 from adapters.openai_compat import OpenAICompatAdapter, make_client
 from tests.fakes import FakeUpstream, closed_port_url
 
@@ -44,7 +45,7 @@ async def adapter() -> AsyncIterator[OpenAICompatAdapter]:
 @pytest.fixture
 async def one_conn_adapter() -> AsyncIterator[OpenAICompatAdapter]:
     """A pool of one connection: a response that is not released makes the next call hang."""
-    adapter = OpenAICompatAdapter(make_client(limit=1))
+    adapter = OpenAICompatAdapter(make_client(limits=Limits(connections=1, per_origin=1)))
     yield adapter
     await adapter.close()
 
