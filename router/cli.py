@@ -32,17 +32,12 @@ def serve(
         overrides["local_model"] = local_model
     settings = Settings(**overrides)  # type: ignore[arg-type]
     from router.asgi import create_app
+    from router.server import server_config
 
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level=settings.log_level,
-        lifespan="on",
+    config = server_config(
+        create_app(settings), settings, host=host or settings.host, port=port or settings.port
     )
+    uvicorn.Server(config).run()
 
 
 def _register_subcommands() -> None:

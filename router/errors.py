@@ -12,6 +12,7 @@
     ├── InternalError           500  api_error / internal_error
     ├── UpstreamFailed          502  api_error / upstream_error
     ├── NoBackendAvailable      503  api_error / no_backend_available
+    ├── GatewaySaturated        503  api_error / gateway_saturated (no free upstream connection)
     └── UpstreamTimedOut        504  api_error / upstream_timeout
 
 The status/type/code of each class is fixed here and nowhere else; the official SDK maps the
@@ -117,6 +118,14 @@ class NoBackendAvailable(GatewayError):
     status = 503
     type = "api_error"
     code = "no_backend_available"
+
+
+class GatewaySaturated(GatewayError):
+    """The gateway's own capacity ran out (its connection pool to a backend), not a backend."""
+
+    status = 503
+    type = "api_error"
+    code = "gateway_saturated"
 
 
 class UpstreamTimedOut(GatewayError):

@@ -13,6 +13,8 @@ background thread, so it works from sync tests, async tests and a gateway runnin
         up.stall_mid_stream_after = 2        # streams go silent after two frames (read timeouts)
         up.stall_before_eof = True           # all frames incl. [DONE] sent, connection kept open
         up.delay_s = 5.0                     # wait before sending headers (timeouts)
+        up.error_body = lambda req: b"..."   # the body of scripted errors (e.g. echo a key)
+        up.stream_error_after = 1            # an SSE error event after one frame, then [DONE]
         ... call up.base_url ...             # "http://127.0.0.1:PORT/v1"
         assert up.calls == 3 and up.requests[0].json["model"] == "m"
 
@@ -27,7 +29,7 @@ import asyncio
 import socket
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +65,9 @@ class FakeUpstream:
 
     Knobs are plain attributes read on every request: ``delay_s``, ``fail_mid_stream_after``,
     ``stall_mid_stream_after``, ``stall_before_eof``, ``stream_chunks``, ``reply``, ``model``,
-    ``embedding_dim``.
+    ``embedding_dim``, ``error_body`` (the body of scripted error statuses, from the request;
+    JSON unless it does not parse, then text/plain), ``stream_error_after`` (frames before an
+    SSE ``event: error`` whose data is ``error_body``, or a generic error).
     """
 
     def __init__(
@@ -82,6 +86,8 @@ class FakeUpstream:
         self.fail_mid_stream_after: int | None = None
         self.stall_mid_stream_after: int | None = None
         self.stall_before_eof = False
+        self.error_body: Callable[[RecordedRequest], bytes] | None = None
+        self.stream_error_after: int | None = None
         self.requests: list[RecordedRequest] = []
         self._outcomes: deque[str] = deque()
         self._loop = asyncio.new_event_loop()
@@ -158,26 +164,29 @@ class FakeUpstream:
         self.fail_mid_stream_after = None
         self.stall_mid_stream_after = None
         self.stall_before_eof = False
+        self.error_body = None
+        self.stream_error_after = None
 
     # -- request handling ------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         payload = _parse_json(raw)
-        self.requests.append(
-            RecordedRequest(
-                method=request.method,
-                path=request.path,
-                headers={k.lower(): v for k, v in request.headers.items()},
-                raw=raw,
-                json=payload,
-            )
+        recorded = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            raw=raw,
+            json=payload,
         )
+        self.requests.append(recorded)
         outcome = self._outcomes.popleft() if self._outcomes else "ok"
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if outcome == "drop":
             return _drop_connection(request)
+        if outcome != "ok" and self.error_body is not None:
+            return _raw(int(outcome), self.error_body(recorded))
         if outcome != "ok":
             return _error(int(outcome), f"fake upstream scripted {outcome}")
         return await self._answer(request, payload if isinstance(payload, dict) else {})
@@ -209,6 +218,9 @@ class FakeUpstream:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         response.enable_chunked_encoding()
         await response.prepare(request)
+        if self.stream_error_after is not None:  # some frames, an error event, [DONE]
+            cut = self.stream_error_after
+            frames = [*frames[:cut], self._error_event(), frames[-1]]
         for index, frame in enumerate(frames):
             if index == self.fail_mid_stream_after:
                 return _cut_stream(request, response)
@@ -219,6 +231,11 @@ class FakeUpstream:
             await asyncio.get_running_loop().create_future()  # until the client gives up
         await response.write_eof()
         return response
+
+    def _error_event(self) -> bytes:
+        last = self.requests[-1]
+        data = self.error_body(last) if self.error_body else b'{"error": {"message": "boom"}}'
+        return b"event: error\ndata: " + data + b"\n\n"
 
     def _embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         raw_input = body.get("input", "")
@@ -248,6 +265,11 @@ def _parse_json(raw: bytes) -> Any:
 
 def _json(payload: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def _raw(status: int, body: bytes) -> web.Response:
+    kind = "application/json" if _parse_json(body) is not None else "text/plain"
+    return web.Response(body=body, status=status, content_type=kind)
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -319,8 +319,9 @@ def gateway_factory(
                 "request_deadline_s": 20.0,
                 **overrides,
             }
-            app = create_app(Settings(**values))
-            url = stack.enter_context(serve_app(app, lifespan="on"))
+            settings = Settings(**values)
+            app = create_app(settings)
+            url = stack.enter_context(serve_app(app, lifespan="on", settings=settings))
             gw = RunningGateway(app=app, url=url.rstrip("/"), admin_key=admin_key)
             stack.callback(gw.close)
             gw.keys["admin"] = admin_key
