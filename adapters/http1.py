@@ -274,7 +274,15 @@ class _Connection(asyncio.Protocol):
         self.header_count += 1
         if self.header_count > self.limits.max_headers:
             raise self._too_large("header count", self.limits.max_headers)
-        key, text = name.decode("latin-1").lower(), value.decode("latin-1")
+        if self.headers_done:  # a trailer field of a chunked body: counted, not kept
+            return
+        # RFC 9112 5: the field value excludes leading and trailing whitespace (llhttp keeps
+        # the trailing part)
+        key, text = name.decode("latin-1").lower(), value.strip(b" \t").decode("latin-1")
+        if key == "transfer-encoding" and b"\t" in value:
+            # llhttp does not read "chunked<TAB>" as chunked: the parser and this client would
+            # frame the body differently (the stuff of response smuggling), so refuse it
+            raise ProtocolError(f"{self.origin}: a tab in Transfer-Encoding")
         self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
 
     def on_headers_complete(self) -> None:
