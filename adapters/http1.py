@@ -664,6 +664,9 @@ class Client:
 
     def _discard(self, conn: _Connection) -> None:
         conn.abort()
+        # the error was raised: its traceback holds frames that hold this connection (and the
+        # request's body); dropping it here breaks that cycle
+        conn.error = None
         self._forget(conn)
         self._notify()
 

@@ -32,8 +32,9 @@ def serve(
         overrides["local_model"] = local_model
     settings = Settings(**overrides)  # type: ignore[arg-type]
     from router.asgi import create_app
-    from router.server import server_config
+    from router.server import server_config, tune_allocator
 
+    tune_allocator(settings)
     config = server_config(
         create_app(settings), settings, host=host or settings.host, port=port or settings.port
     )

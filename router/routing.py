@@ -66,8 +66,20 @@ class Attempt:
 
 @dataclass(slots=True)
 class AttemptLog:
+    """The attempts of one request. ``last_error`` is what :func:`exhausted` reports; clear it
+    (:meth:`release`) when the request is done: its traceback holds the frames that hold this
+    log, a reference cycle that would keep the request's body alive until a full collection."""
+
     attempts: list[Attempt] = field(default_factory=list)
     last_error: UpstreamError | None = None
+    errors: list[UpstreamError] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Drop the failures and their tracebacks (which hold the request's frames)."""
+        for error in self.errors:
+            error.__traceback__ = None
+        self.errors.clear()
+        self.last_error = None
 
 
 def plan(
@@ -252,6 +264,7 @@ async def _call_once(
         elapsed_ms = (time.monotonic() - started) * 1000
         log.attempts.append(Attempt(deployment.id, outcome_of(error), elapsed_ms))
         log.last_error = error
+        log.errors.append(error)
         if error.transient:
             health.record_failure(deployment.id)
         raise

@@ -11,11 +11,21 @@ per request whose head did not arrive in one read:
   connection) must be complete within ``server_header_timeout_s``, or the connection closes;
 - a head larger than ``server_max_header_bytes`` is answered ``431`` and the connection closed;
 - a kept-alive connection idle for ``server_timeout_keep_alive_s`` closes (uvicorn's own).
+
+:func:`tune_allocator` makes memory go back to the system after large requests: glibc's malloc
+serves blocks above a *dynamic* threshold (raised up to 32 MiB each time such a block is
+freed) from its heaps, which it rarely returns, so after a burst of 30 MiB bodies a process
+kept ~250 MiB above idle for good. A fixed threshold (``malloc_mmap_threshold_bytes``, 64 KiB:
+the size of the pieces uvicorn hands a body over in) maps each large block on its own and
+unmaps it when freed; measured in ``bench/large_bodies.py`` (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import sys
 from typing import Any
 
 import uvicorn
@@ -86,6 +96,22 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._head_timer = None
         if self._in_head and not self.transport.is_closing():
             self.transport.close()
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def tune_allocator(settings: Settings) -> bool:
+    """Fix glibc's mmap threshold (see the module docstring); False where there is no glibc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    mallopt = getattr(ctypes.CDLL(libc_name), "mallopt", None)
+    if mallopt is None:  # musl
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, settings.malloc_mmap_threshold_bytes))
 
 
 def guarded_protocol(settings: Settings) -> type[GuardedHttpTools]:

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     server_max_header_bytes: int = Field(default=64 * 1024, gt=0)  # a request head, at most
     server_limit_concurrency: int = Field(default=10_000, gt=0)  # connections/tasks, then 503
     server_backlog: int = Field(default=2048, gt=0)  # pending connections not yet accepted
+    malloc_mmap_threshold_bytes: int = Field(default=64 * 1024, gt=0)  # see router/server.py
 
     # -- connections to backends (the fast path's HTTP client) ---------------------------------
     upstream_max_connections: int = Field(default=1024, gt=0)  # at once, all backends

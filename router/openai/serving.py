@@ -133,6 +133,7 @@ async def serve_v1(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
         internal = InternalError(f"The gateway failed to serve request {exchange.request_id}.")
         await _fail(send, exchange, internal.status, internal.error_code, internal.body())
     finally:
+        exchange.log.release()
         if exchange.action != "list" or exchange.status != "ok":
             exchange.finish()
             gateway.audit.record(exchange)
