@@ -34,6 +34,7 @@ Phase = Literal["connect", "write", "read"]
 ERROR_MESSAGE_MAX = 500  # characters of a backend's error message a client may see
 ERROR_FIELD_MAX = 100  # characters of its type, param and code
 REDACTED = "[redacted]"
+MIN_SECRET_LEN = 8  # shorter "keys" (test values) are not searched for: they would mangle text
 _BEARER = re.compile(r"(?i)(bearer)\s+[^\s\"',;]+")
 _ERROR_FIELDS = ("message", "type", "param", "code")
 
@@ -114,7 +115,7 @@ class UpstreamHTTPError(UpstreamError):
 def redact(text: str, secrets: Iterable[str | None]) -> str:
     """``text`` without any of ``secrets`` (e.g. the deployment's API key) or a bearer token."""
     for secret in secrets:
-        if secret:
+        if secret and len(secret) >= MIN_SECRET_LEN:
             text = text.replace(secret, REDACTED)
     return _BEARER.sub(rf"\1 {REDACTED}", text)
 

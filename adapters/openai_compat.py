@@ -27,6 +27,7 @@ from functools import lru_cache
 import orjson
 
 from adapters.base import (
+    MIN_SECRET_LEN,
     REDACTED,
     BackendTarget,
     Endpoint,
@@ -161,7 +162,7 @@ def _partial_suffix(data: bytes, secret: bytes) -> int:
 
 
 def _redacted_body(body: bytes, secret: str | None) -> bytes:
-    if secret and secret.encode() in body:
+    if secret and len(secret) >= MIN_SECRET_LEN and secret.encode() in body:
         return body.replace(secret.encode(), REDACTED.encode())
     return body
 
@@ -179,7 +180,7 @@ class _StreamRelay:
         self._response: Response | None = response
         self._target = target
         key = target.api_key
-        self._redactor = _Redactor(key.encode()) if key else None
+        self._redactor = _Redactor(key.encode()) if key and len(key) >= MIN_SECRET_LEN else None
 
     def __aiter__(self) -> _StreamRelay:
         return self
