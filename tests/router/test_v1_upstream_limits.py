@@ -129,3 +129,21 @@ def test_a_failed_request_leaves_no_cycle_holding_its_body(
         gc.enable()
     assert response.status_code in (413, 502)
     assert kept == []
+
+
+def test_a_prompt_that_kills_its_backend_reaches_it_once(
+    gw: RunningGateway, upstreams: Callable[..., FakeUpstream]
+) -> None:
+    """The backend drops the connection after reading the request (a prompt that crashes it),
+    on a kept-alive connection: it is not sent to that deployment again, only to the next."""
+    crashing, spare = upstreams(), upstreams()
+    route, (_, second) = route_over(gw, crashing.base_url, spare.base_url)
+    body = {"model": route, "messages": PROMPT}
+    with gw.http() as http:
+        assert http.post("/v1/chat/completions", json=body).status_code == 200  # warm the pool
+        crashing.script(["drop"])
+        response = http.post("/v1/chat/completions", json=body)
+    assert response.headers["x-provenance-deployment"] == second
+    assert (crashing.calls, spare.calls) == (2, 1)  # the warm-up, then the prompt once
+    row = gw.decision(response.headers["x-request-id"])
+    assert [a["outcome"] for a in row["attempts"]] == ["connect_error", "ok"]
