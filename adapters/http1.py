@@ -295,10 +295,7 @@ class _Connection(asyncio.Protocol):
         if encoding is not None and encoding.strip().lower() != "chunked":
             # RFC 9112 6.3: anything but a final chunked would run to the close: refused
             raise ProtocolError(f"{self.origin}: unsupported Transfer-Encoding {encoding[:40]!r}")
-        length = self.headers.get("content-length")
-        self.delimited = encoding is not None or length is not None
-        if length is not None and length.strip().isdigit() and int(length) > self.max_body:
-            raise self._too_large("body", self.max_body)
+        self.delimited = encoding is not None or "content-length" in self.headers
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -401,8 +398,9 @@ class Response:
         if conn.paused and conn.transport is not None:
             conn.paused = False
             conn.transport.resume_reading()
+        length = conn.headers.get("content-length", "").strip()
         try:
-            if conn.received > conn.max_body:
+            if conn.received > conn.max_body or (length.isdigit() and int(length) > conn.max_body):
                 raise conn._too_large("body", conn.max_body)
             while not conn.complete:
                 if conn.error is not None:
@@ -519,8 +517,8 @@ class Client:
                 transport.writelines((request, body))
             else:
                 transport.write(request)
-        except RuntimeError as exc:  # uvloop: the transport closed under us
-            raise ConnectError(f"{conn.origin}: connection closed by the server") from exc
+        except RuntimeError as exc:  # uvloop: the transport closed under us, nothing written
+            raise StaleConnection(f"{conn.origin}: connection closed by the server") from exc
 
     async def close(self) -> None:
         """Close idle connections; connections in use close when their response is done."""
