@@ -36,6 +36,7 @@ from adapters.base import (
     UpstreamHTTPError,
     UpstreamResponse,
     UpstreamTimeout,
+    redact,
 )
 
 # Request fields a client may not set: they configure the LiteLLM call, not the model.
@@ -165,7 +166,7 @@ class LiteLLMAdapter:
 
     def _map_error(self, exc: Exception, target: BackendTarget) -> UpstreamError:
         assert self._errors is not None, "load() runs before any call"
-        return self._errors.map(exc, target.deployment_id)
+        return self._errors.map(exc, target.deployment_id, target.api_key)
 
 
 class _ErrorKinds:
@@ -196,8 +197,10 @@ class _ErrorKinds:
         )
         return cls(timeouts, disconnects)
 
-    def map(self, exc: Exception, deployment_id: str) -> UpstreamError:
-        message = f"{deployment_id}: {_message(exc)}"
+    def map(self, exc: Exception, deployment_id: str, api_key: str | None = None) -> UpstreamError:
+        """The contract's error for a LiteLLM failure; its text (the provider's words) with
+        the deployment's key redacted."""
+        message = redact(f"{deployment_id}: {_message(exc)}", (api_key,))
         chain = list(_causes(exc))
         if any(isinstance(e, self.timeouts) for e in chain):
             return UpstreamTimeout(message, deployment_id=deployment_id)
@@ -206,7 +209,9 @@ class _ErrorKinds:
         status = getattr(exc, "status_code", None)
         if isinstance(status, int) and status >= 400:
             body = _error_envelope(_message(exc), status)
-            return UpstreamHTTPError(message, status=status, body=body, deployment_id=deployment_id)
+            return UpstreamHTTPError(
+                message, status=status, body=body, deployment_id=deployment_id, secrets=(api_key,)
+            )
         return UpstreamError(message, deployment_id=deployment_id)
 
 

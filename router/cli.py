@@ -110,17 +110,11 @@ def serve(
         overrides["local_model"] = local_model
     settings = Settings(**overrides)  # type: ignore[arg-type]
     from router.asgi import create_app
+    from router.server import server_config, tune_allocator
 
-    gateway_app = create_app(settings)
-    config = uvicorn.Config(
-        gateway_app,
-        host=host or settings.host,
-        port=port or settings.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level=settings.log_level,
-        lifespan="on",
+    tune_allocator(settings)
+    config = server_config(
+        create_app(settings), settings, host=host or settings.host, port=port or settings.port
     )
     hint = (
         "admin key: from PROVENANCE_ROUTER_ADMIN_KEY"

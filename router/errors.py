@@ -13,6 +13,7 @@
     ├── UpstreamFailed          502  api_error / upstream_error
     ├── NoBackendAvailable      503  api_error / no_backend_available
     ├── RegistryBusy            503  api_error / registry_busy (the gateway's own database)
+    ├── GatewaySaturated        503  api_error / gateway_saturated (no free upstream connection)
     └── UpstreamTimedOut        504  api_error / upstream_timeout
 
 The status/type/code of each class is fixed here and nowhere else; the official SDK maps the
@@ -129,6 +130,14 @@ class RegistryBusy(GatewayError):
     type = "api_error"
     code = "registry_busy"
     retry_after_s: ClassVar[int] = 1
+
+
+class GatewaySaturated(GatewayError):
+    """The gateway's own capacity ran out (its connection pool to a backend), not a backend."""
+
+    status = 503
+    type = "api_error"
+    code = "gateway_saturated"
 
 
 class UpstreamTimedOut(GatewayError):

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 
 from adapters.base import Adapter
-from adapters.openai_compat import OpenAICompatAdapter, make_client
+from adapters.http1 import Limits
+from adapters.openai_compat import OpenAICompatAdapter, PhaseTimeouts, make_client
 from registry.db import session_scope
 from registry.service import insert_decisions, load_snapshot, registry_version
 from router.audit import AuditWriter
@@ -37,6 +38,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("provenance_router")
 
 LOCAL_ALIAS = "smollm2"
+
+
+def upstream_limits(settings: Settings) -> Limits:
+    """The fast path's HTTP client caps, from the settings."""
+    return Limits(
+        connections=settings.upstream_max_connections,
+        per_origin=settings.upstream_max_connections_per_origin,
+        max_header_bytes=settings.upstream_max_header_bytes,
+        max_headers=settings.upstream_max_headers,
+        max_body_bytes=settings.upstream_max_body_bytes,
+    )
 
 
 def request_ids() -> Iterator[str]:
@@ -82,7 +94,16 @@ class Gateway:
         if self.settings.local_model:
             await asyncio.to_thread(self._start_local_model)
         await asyncio.to_thread(self.reload)
-        compat = OpenAICompatAdapter(make_client())
+        compat = OpenAICompatAdapter(
+            make_client(
+                limits=upstream_limits(self.settings), idle_s=self.settings.upstream_idle_s
+            ),
+            PhaseTimeouts(
+                connect_s=self.settings.upstream_connect_timeout_s,
+                write_s=self.settings.upstream_write_timeout_s,
+                pool_s=self.settings.upstream_pool_timeout_s,
+            ),
+        )
         self._adapters = {"openai": compat, "local": compat}
         self.signer = await asyncio.to_thread(load_or_create_signer, self.settings.signing_key_dir)
         self.audit.start()

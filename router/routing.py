@@ -27,10 +27,18 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from adapters.base import UpstreamError, UpstreamHTTPError, UpstreamResponse, UpstreamTimeout
+from adapters.base import (
+    UpstreamError,
+    UpstreamHTTPError,
+    UpstreamPoolTimeout,
+    UpstreamResponse,
+    UpstreamResponseTooLarge,
+    UpstreamTimeout,
+)
 from registry.snapshot import DeploymentSnap, Strategy
 from router.errors import (
     GatewayError,
+    GatewaySaturated,
     NoBackendAvailable,
     NotFound,
     PolicyDenied,
@@ -60,8 +68,20 @@ class Attempt:
 
 @dataclass(slots=True)
 class AttemptLog:
+    """The attempts of one request. ``last_error`` is what :func:`exhausted` reports; clear it
+    (:meth:`release`) when the request is done: its traceback holds the frames that hold this
+    log, a reference cycle that would keep the request's body alive until a full collection."""
+
     attempts: list[Attempt] = field(default_factory=list)
     last_error: UpstreamError | None = None
+    errors: list[UpstreamError] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Drop the failures and their tracebacks (which hold the request's frames)."""
+        for error in self.errors:
+            error.__traceback__ = None
+        self.errors.clear()
+        self.last_error = None
 
 
 def plan(
@@ -194,7 +214,9 @@ async def attempt_in_order(
 
     ``call(deployment, timeout_s)`` must raise UpstreamError before any byte is relayed.
     A non-transient upstream error (e.g. 400) is raised at once: another backend would say the
-    same. When every attempt failed, the last failure is mapped to the client's status."""
+    same. So is a pool timeout (the gateway's own saturation: no circuit counts it, and the
+    request already spent its pool wait; a saturated gateway sheds load rather than adding
+    attempts). When every attempt failed, the last failure is mapped to the client's status."""
     started = time.monotonic()
     untried = list(reversed(candidates))
 
@@ -274,6 +296,7 @@ async def _call_once(
         elapsed_ms = (time.monotonic() - started) * 1000
         log.attempts.append(Attempt(deployment.id, outcome_of(error), elapsed_ms))
         log.last_error = error
+        log.errors.append(error)
         if error.transient:
             health.record_failure(deployment.id)
         raise
@@ -284,9 +307,30 @@ async def _call_once(
 
 
 def outcome_of(error: UpstreamError) -> str:
+    """The attempt's outcome as the audit row and the client's message name it."""
     if isinstance(error, UpstreamHTTPError):
         return f"http_{error.status}"
-    return "timeout" if isinstance(error, UpstreamTimeout) else "connect_error"
+    if isinstance(error, UpstreamTimeout):
+        return "timeout" if error.phase == "read" else f"{error.phase}_timeout"
+    if isinstance(error, UpstreamPoolTimeout):
+        return "pool_timeout"
+    if isinstance(error, UpstreamResponseTooLarge):
+        return "response_too_large"
+    return "connect_error"
+
+
+def final_failure(error: UpstreamError) -> GatewayError:
+    """The client's error for a non-transient failure that is not a backend's HTTP verdict."""
+    if isinstance(error, UpstreamPoolTimeout):
+        return GatewaySaturated(
+            "The gateway has no free connection to the backend right now; retry later."
+        )
+    if isinstance(error, UpstreamResponseTooLarge):
+        return UpstreamFailed(
+            "The backend's response exceeded the gateway's size limits.",
+            code="upstream_response_too_large",
+        )
+    return UpstreamFailed(f"The backend failed ({outcome_of(error)}).")
 
 
 def exhausted(log: AttemptLog) -> GatewayError:

@@ -59,6 +59,26 @@ class Settings(BaseSettings):
     # their clients for a disconnect (router.departure): one that leaves is noticed within two
     # of these; requests answered faster never pay for a watcher.
     disconnect_check_s: float = Field(default=0.05, gt=0)
+
+    # -- requests from clients (the gateway's own server) -------------------------------------
+    max_request_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    server_timeout_keep_alive_s: float = Field(default=5.0, gt=0)  # idle between requests
+    server_header_timeout_s: float = Field(default=10.0, gt=0)  # a request head must arrive in
+    server_max_header_bytes: int = Field(default=64 * 1024, gt=0)  # a request head, at most
+    server_limit_concurrency: int = Field(default=10_000, gt=0)  # connections/tasks, then 503
+    server_backlog: int = Field(default=2048, gt=0)  # pending connections not yet accepted
+    malloc_mmap_threshold_bytes: int = Field(default=64 * 1024, gt=0)  # see router/server.py
+
+    # -- connections to backends (the fast path's HTTP client) ---------------------------------
+    upstream_max_connections: int = Field(default=1024, gt=0)  # at once, all backends
+    upstream_max_connections_per_origin: int = Field(default=256, gt=0)  # per scheme/host/port
+    upstream_idle_s: float = Field(default=4.0, gt=0)  # below servers' usual 5 s keep-alive
+    upstream_pool_timeout_s: float = Field(default=10.0, gt=0)  # waiting for a free connection
+    upstream_connect_timeout_s: float = Field(default=10.0, gt=0)
+    upstream_write_timeout_s: float = Field(default=30.0, gt=0)  # the request's bytes leaving
+    upstream_max_header_bytes: int = Field(default=64 * 1024, gt=0)  # a response head
+    upstream_max_headers: int = Field(default=100, gt=0)
+    upstream_max_body_bytes: int = Field(default=128 * 1024 * 1024, gt=0)  # non-stream answer
     new_models_require_approval: bool = True
     log_level: str = "warning"
     site_country: str | None = None  # ISO country this gateway runs in (local deployment location)

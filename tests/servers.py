@@ -17,6 +17,9 @@ from typing import Any, Literal
 
 import uvicorn
 
+from router.server import server_config
+from router.settings import Settings
+
 STARTUP_TIMEOUT_S = 30.0
 
 
@@ -36,12 +39,17 @@ class _Server(uvicorn.Server):
 
 
 @contextmanager
-def serve_app(app: Any, *, lifespan: Literal["auto", "on", "off"] = "auto") -> Iterator[str]:
+def serve_app(
+    app: Any, *, lifespan: Literal["auto", "on", "off"] = "auto", settings: Settings | None = None
+) -> Iterator[str]:
     """Serve ``app``; yields its base URL, e.g. ``http://127.0.0.1:54321``. On uvloop, as
-    ``provenance-router serve`` runs (uvicorn picks it when installed)."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan=lifespan, log_level="warning", loop="uvloop"
-    )
+    ``provenance-router serve`` runs; with ``settings``, with the server limits ``serve``
+    configures from them (:func:`router.server.server_config`)."""
+    options: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "lifespan": lifespan}
+    if settings is not None:
+        config = server_config(app, settings, log_level="warning", **options)
+    else:
+        config = uvicorn.Config(app, log_level="warning", loop="uvloop", **options)
     server = _Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test-server", daemon=True)
     thread.start()

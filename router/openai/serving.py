@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from adapters.base import UpstreamError, UpstreamHTTPError, UpstreamResponse
 from registry.keys import hash_key
 from registry.snapshot import DeploymentSnap, KeySnap
@@ -42,7 +44,14 @@ from router.openai.protocol import parse_body as parse_request
 from router.policy import CandidateDecision, RequestContext
 from router.receipts import HEADER as RECEIPT_HEADER
 from router.receipts import issue as issue_receipt
-from router.routing import AttemptLog, attempt_in_order, not_served, outcome_of, plan
+from router.routing import (
+    AttemptLog,
+    attempt_in_order,
+    final_failure,
+    not_served,
+    outcome_of,
+    plan,
+)
 from router.signing import Signer
 from router.table import RoutingTable
 
@@ -52,7 +61,6 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 log = logging.getLogger("provenance_router")
 
-MAX_BODY_BYTES = 32 * 1024 * 1024
 CLIENT_DISCONNECTED = "client_disconnected"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that closed the connection first
 JSON = b"application/json"
@@ -126,9 +134,12 @@ async def serve_v1(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
         await _dispatch(gateway, exchange, scope, receive, send)
     except GatewayError as error:
         await _fail(send, exchange, error.status, error.error_code, error.body())
-    except UpstreamHTTPError as error:  # non-transient: see _client_status
-        status = _client_status(error)
-        await _fail(send, exchange, status, "upstream_rejected", _as_envelope(error, status))
+    except UpstreamHTTPError as error:  # non-transient: see _rejection
+        status, body = _rejection(error, exchange.request_id)
+        await _fail(send, exchange, status, "upstream_rejected", body)
+    except UpstreamError as error:  # non-transient, not an HTTP verdict (e.g. pool timeout)
+        failure = final_failure(error)
+        await _fail(send, exchange, failure.status, failure.error_code, failure.body())
     except Exception:
         if exchange.responded:  # mid-stream: nothing can be said any more; uvicorn closes
             raise
@@ -136,6 +147,7 @@ async def serve_v1(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
         internal = InternalError(f"The gateway failed to serve request {exchange.request_id}.")
         await _fail(send, exchange, internal.status, internal.error_code, internal.body())
     finally:
+        exchange.log.release()
         if exchange.action != "list" or exchange.status != "ok":
             exchange.finish()
             gateway.audit.record(exchange)
@@ -175,6 +187,7 @@ class RequestHeaders:
     authorization: list[bytes] = field(default_factory=list)
     classification: list[bytes] = field(default_factory=list)
     purpose: list[bytes] = field(default_factory=list)
+    content_length: bytes = b""  # the server refuses conflicting copies before we see them
 
     @classmethod
     def of(cls, raw: list[tuple[bytes, bytes]]) -> RequestHeaders:
@@ -186,6 +199,8 @@ class RequestHeaders:
                 headers.classification.append(value)
             elif name == b"x-purpose":
                 headers.purpose.append(value)
+            elif name == b"content-length":
+                headers.content_length = value
         return headers
 
 
@@ -226,7 +241,7 @@ async def _serve_operation(
 ) -> None:
     key, table = exchange.key, exchange.table
     assert key is not None
-    raw = await read_body(receive)
+    raw = await read_body(receive, headers.content_length, gateway.settings.max_request_body_bytes)
     request = parse_request(raw, operation)
     exchange.model = request.model
     exchange.context = request_context(table, key, headers)
@@ -392,18 +407,28 @@ async def _serve_models(
     await send({"type": "http.response.body", "body": body})
 
 
-async def read_body(receive: Receive) -> bytes:
+async def read_body(receive: Receive, content_length: bytes, max_bytes: int) -> bytes:
+    """The whole request body, at most ``max_bytes`` (a declared larger one is refused before
+    a byte of it is read). One copy: the pieces are joined once and dropped."""
+    declared = content_length.strip()
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(max_bytes)
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"Request body larger than {MAX_BODY_BYTES} bytes.")
+        if size > max_bytes:
+            chunks.clear()
+            raise _too_large(max_bytes)
         chunks.append(chunk)
         if not message.get("more_body"):
-            return b"".join(chunks)
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"Request body larger than {max_bytes} bytes.")
 
 
 async def _send_error(send: Send, exchange: Exchange, status: int, body: bytes) -> None:
@@ -416,23 +441,33 @@ async def _send_error(send: Send, exchange: Exchange, status: int, body: bytes) 
 PASSTHROUGH_STATUSES = frozenset({400, 413, 422})
 
 
-def _client_status(error: UpstreamHTTPError) -> int:
-    """A backend's verdict on the request itself (400, 413, 422) reaches the client as is.
+def _rejection(error: UpstreamHTTPError, request_id: str) -> tuple[int, bytes]:
+    """The client's status and body for a backend's final verdict, built only from the
+    sanitised OpenAI fields of its error (``error.detail``), never from its raw body.
+
+    A verdict on the request itself (400, 413, 422) reaches the client with that status.
     Anything else (401/403/404 from the backend) means the gateway's deployment is
-    misconfigured: that is the gateway's failure (502), not the client's bad key or model."""
-    return error.status if error.status in PASSTHROUGH_STATUSES else 502
-
-
-def _as_envelope(error: UpstreamHTTPError, status: int) -> bytes:
-    """Pass an OpenAI-shaped upstream verdict through as is; describe anything else."""
-    if status == error.status and error.body.lstrip().startswith(b'{"error"'):
-        return error.body
-    text = error.body.decode("utf-8", "replace")[:2000]
-    if status == 502:
-        return UpstreamFailed(
-            f"Deployment {error.deployment_id} answered {error.status}: {text}"
+    misconfigured: that is the gateway's failure (502), not the client's bad key or model,
+    and the backend's words about it go to the log only."""
+    detail = error.detail
+    if error.status not in PASSTHROUGH_STATUSES:
+        log.warning(
+            "request %s: deployment %s answered %d: %s",
+            request_id,
+            error.deployment_id,
+            error.status,
+            detail.get("message") if detail else "(no OpenAI error body)",
+        )
+        failure = UpstreamFailed(
+            f"Deployment {error.deployment_id} rejected the gateway's request ({error.status})."
+        )
+        return failure.status, failure.body()
+    if detail is None or not detail.get("message"):
+        return error.status, BadRequest(
+            f"The backend rejected the request ({error.status}).", code="upstream_rejected"
         ).body()
-    return BadRequest(text or str(error)).body()
+    envelope = {"error": {**detail, "type": detail.get("type") or "invalid_request_error"}}
+    return error.status, orjson.dumps(envelope)
 
 
 def _context_dict(context: RequestContext | None) -> dict[str, Any] | None:

@@ -20,8 +20,14 @@ from adapters.http1 import (
     URL,
     Client,
     ConnectError,
+    Limits,
+    PoolTimeout,
     ProtocolError,
+    ReadTimeout,
+    ResponseTooLarge,
     Timeout,
+    Timeouts,
+    WriteTimeout,
     header_lines,
 )
 
@@ -188,11 +194,11 @@ async def test_informational_response_is_skipped() -> None:
 async def test_repeated_headers_are_joined_and_names_lowercased() -> None:
     async def cookies(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
         await s.request(r)
-        w.write(b"HTTP/1.1 429 Too Many\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 0\r\n\r\n")
+        w.write(b"HTTP/1.1 429 Too Many\r\nX-A: 1\t \r\nx-a: 2\r\nContent-Length: 0\r\n\r\n")
 
     async with serving(cookies) as server, client() as c:
         response = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
-        assert response.status == 429 and response.headers["x-a"] == "1, 2"
+        assert response.status == 429 and response.headers["x-a"] == "1, 2"  # OWS trimmed
         assert await response.read() == b""
 
 
@@ -318,9 +324,10 @@ async def test_a_server_that_closes_at_once_is_a_connect_error() -> None:
             await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
 
 
-async def test_request_on_a_connection_the_server_just_closed_is_sent_once_more() -> None:
-    """The race no idle check can see: the server drops a reused connection as the request
-    arrives, before a byte of answer. The request is sent again on a new connection."""
+async def test_request_on_a_reused_connection_closed_after_reading_is_not_resent() -> None:
+    """The server read the request on a reused connection and closed without a byte of answer
+    (a keep-alive race, or a prompt that crashed it): the request was written, so it is not
+    written again (it would reach the backend twice); the caller gets the failure."""
 
     async def drop_second(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
         first = s.connections == 1
@@ -330,10 +337,11 @@ async def test_request_on_a_connection_the_server_just_closed_is_sent_once_more(
             w.write(OK)
 
     async with serving(drop_second) as server, client() as c:
-        for _ in range(2):
-            response = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
-            assert await response.read() == b"{}"
-    assert (server.connections, len(server.requests)) == (2, 3)
+        response = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+        assert await response.read() == b"{}"
+        with pytest.raises(ConnectError, match="closed by the server"):
+            await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+    assert (server.connections, len(server.requests)) == (1, 2)
 
 
 async def test_fresh_connection_closed_without_an_answer_is_not_resent() -> None:
@@ -379,7 +387,7 @@ async def test_no_answer_times_out_and_the_connection_is_not_reused() -> None:
     async with serving(silent_second) as server, client() as c:
         response = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
         assert await response.read() == b"{}"
-        with pytest.raises(Timeout, match=r"no response within 0\.2 s"):
+        with pytest.raises(ReadTimeout, match=r"no response within 0\.2 s"):
             await c.request(b"POST", server.url(), HEAD, b"{}", 0.2)  # on the kept connection
         response = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
         assert await response.read() == b"{}"
@@ -416,7 +424,7 @@ async def test_a_body_that_keeps_arriving_is_not_cut_by_the_timeout() -> None:
 async def test_limit_makes_callers_wait_for_a_connection() -> None:
     async with serving(keep_alive) as server, client(limit=1) as c:
         held = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
-        with pytest.raises(Timeout, match="no free connection"):
+        with pytest.raises(PoolTimeout, match="no free connection"):
             await c.request(b"POST", server.url(), HEAD, b"{}", 0.1)
         waiting = asyncio.ensure_future(c.request(b"POST", server.url(), HEAD, b"{}", 5.0))
         await asyncio.sleep(0.05)
@@ -546,3 +554,130 @@ def test_header_values_cannot_inject_lines() -> None:
     with pytest.raises(ValueError, match="line breaks") as caught:
         header_lines({"Authorization": "Bearer sk-secret\r\nX-Evil: 1"})
     assert "sk-secret" not in str(caught.value)
+
+
+# -- framing (RFC 9112) -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "te",
+    [b"Transfer-Encoding: Chunked", b"TRANSFER-ENCODING: CHUNKED", b"transfer-encoding: chunked "],
+)
+async def test_chunked_in_any_case_cut_mid_body_is_an_error_not_a_short_answer(te: bytes) -> None:
+    async def cut(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.request(r)
+        w.write(b"HTTP/1.1 200 OK\r\n" + te + b"\r\n\r\n5\r\nfirst\r\n")
+        await w.drain()  # then close: the terminating chunk never comes
+
+    async with serving(cut) as server, client() as c:
+        response = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+        with pytest.raises(ProtocolError, match="mid-response"):
+            await response.read()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked",
+        b"transfer-encoding: chunked\r\ncontent-length: 5",
+        b"Content-Length: 5\r\nContent-Length: 6",
+        b"Transfer-Encoding: gzip",
+        b"Transfer-Encoding: gzip, chunked",
+        b"Transfer-Encoding: chunked\t",  # llhttp would not frame it as chunked
+        b"Content-Length: -1",
+        b"Content-Length: 5x",
+    ],
+)
+async def test_conflicting_or_unsupported_framing_is_refused(head: bytes) -> None:
+    async def answer(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.request(r)
+        w.write(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        await w.drain()
+
+    async with serving(answer) as server, client() as c:
+        with pytest.raises(ProtocolError):
+            response = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+            await response.read()
+
+
+# -- caps on what a server sends --------------------------------------------------------------
+
+
+async def test_a_huge_response_head_is_refused_without_buffering_it() -> None:
+    async def huge(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nX-Big: ")
+        for _ in range(20 * 16):  # 20 MiB of one header value, if nobody stops it
+            w.write(b"a" * 65536)
+            await w.drain()
+
+    async with serving(huge) as server, client(limits=Limits(max_header_bytes=8192)) as c:
+        with pytest.raises(ResponseTooLarge, match="head exceeds the limit of 8192"):
+            await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+
+
+async def test_too_many_response_headers_are_refused() -> None:
+    async def many(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.request(r)
+        lines = b"".join(b"X-H%d: v\r\n" % i for i in range(20_001))
+        w.write(b"HTTP/1.1 200 OK\r\n" + lines + b"Content-Length: 0\r\n\r\n")
+        await w.drain()
+
+    async with serving(many) as server, client(limits=Limits(max_header_bytes=1 << 20)) as c:
+        with pytest.raises(ResponseTooLarge, match="header count exceeds the limit of 100"):
+            await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+async def test_a_body_read_whole_is_capped_and_a_stream_is_not(framing: str) -> None:
+    body = b"x" * 5000
+
+    async def big(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.request(r)
+        if framing == "length":
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        elif framing == "chunked":
+            w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for i in range(0, len(body), 1000):
+                w.write(b"3e8\r\n" + body[i : i + 1000] + b"\r\n")
+            w.write(b"0\r\n\r\n")
+        else:
+            w.write(b"HTTP/1.1 200 OK\r\n\r\n" + body)
+        await w.drain()
+
+    async with serving(big) as server, client(limits=Limits(max_body_bytes=4096)) as c:
+        response = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+        with pytest.raises(ResponseTooLarge, match="body exceeds the limit of 4096"):
+            await response.read()
+        stream = await c.request(b"POST", server.url(), HEAD, b"{}", 5.0)
+        received = b""
+        while chunk := await stream.next_chunk():
+            received += chunk
+        assert received == body
+
+
+# -- phases of a timeout, and the pool ---------------------------------------------------------
+
+
+async def test_a_server_that_does_not_read_the_request_is_a_write_timeout() -> None:
+    async def deaf(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await asyncio.sleep(10)
+
+    async with serving(deaf) as server, client() as c:
+        body = b"x" * (64 * 1024 * 1024)  # more than the loopback socket buffers hold
+        with pytest.raises(WriteTimeout, match=r"not sent within 0\.3 s"):
+            await c.request(b"POST", server.url(), HEAD, body, Timeouts(read=30.0, write=0.3))
+
+
+async def test_the_per_origin_limit_makes_only_that_origin_wait() -> None:
+    limits = Limits(per_origin=1)
+    async with serving(keep_alive) as a, serving(keep_alive) as b, client(limits=limits) as c:
+        held = await c.request(b"POST", a.url(), HEAD, b"{}", 5.0)
+        with pytest.raises(PoolTimeout, match="1 per origin"):
+            await c.request(b"POST", a.url(), HEAD, b"{}", Timeouts(read=5.0, pool=0.1))
+        other = await c.request(b"POST", b.url(), HEAD, b"{}", 5.0)  # another origin
+        assert await other.read() == b"{}"
+        waiting = asyncio.ensure_future(c.request(b"POST", a.url(), HEAD, b"{}", 5.0))
+        assert await held.read() == b"{}"  # frees the origin's slot: the waiter gets it
+        assert await (await waiting).read() == b"{}"
+    assert (a.connections, b.connections) == (1, 1)

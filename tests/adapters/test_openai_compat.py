@@ -17,7 +17,8 @@ from adapters.base import (
     UpstreamResponse,
     UpstreamTimeout,
 )
-from adapters.openai_compat import OpenAICompatAdapter, make_client
+from adapters.http1 import Limits
+from adapters.openai_compat import OpenAICompatAdapter, _Redactor, make_client
 from tests.fakes import FakeUpstream, closed_port_url
 
 pytestmark = pytest.mark.anyio
@@ -44,7 +45,7 @@ async def adapter() -> AsyncIterator[OpenAICompatAdapter]:
 @pytest.fixture
 async def one_conn_adapter() -> AsyncIterator[OpenAICompatAdapter]:
     """A pool of one connection: a response that is not released makes the next call hang."""
-    adapter = OpenAICompatAdapter(make_client(limit=1))
+    adapter = OpenAICompatAdapter(make_client(limits=Limits(connections=1, per_origin=1)))
     yield adapter
     await adapter.close()
 
@@ -339,3 +340,22 @@ async def test_unusable_backend_settings_are_upstream_errors_that_hide_the_key(
     with pytest.raises(UpstreamConnectError, match="not an http"):
         await adapter.send(target("ftp://example/v1"), "chat/completions", raw, body, False)
     assert await adapter.health(bad_key) is False
+
+
+# -- secrets in relayed bytes --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cut", range(1, 30))
+def test_a_key_split_across_stream_chunks_is_redacted(cut: int) -> None:
+    key = b"sk-canary-0123456789"
+    stream = b'data: {"error": "bad key ' + key + b'"}\n\ndata: [DONE]\n\n'
+    redactor = _Redactor(key)
+    relayed = redactor.feed(stream[:cut]) + redactor.feed(stream[cut:]) + redactor.flush()
+    assert relayed == stream.replace(key, b"[redacted]")
+
+
+def test_a_chunk_that_cannot_begin_the_key_is_relayed_at_once() -> None:
+    redactor = _Redactor(b"sk-canary-0123456789")
+    assert redactor.feed(b"data: {}\n\n") == b"data: {}\n\n"
+    assert redactor.feed(b"data: s") == b"data: "  # "s" may begin the key: held back
+    assert redactor.feed(b"o\n\n") == b"so\n\n"

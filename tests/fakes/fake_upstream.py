@@ -13,6 +13,8 @@ background thread, so it works from sync tests, async tests and a gateway runnin
         up.stall_mid_stream_after = 2        # streams go silent after two frames (read timeouts)
         up.stall_before_eof = True           # all frames incl. [DONE] sent, connection kept open
         up.delay_s = 5.0                     # wait before sending headers (timeouts)
+        up.error_body = lambda req: b"..."   # the body of scripted errors (e.g. echo a key)
+        up.stream_error_after = 1            # an SSE error event after one frame, then [DONE]
         ... call up.base_url ...             # "http://127.0.0.1:PORT/v1"
         assert up.calls == 3 and up.requests[0].json["model"] == "m"
         up.arrived.wait(5)                   # a request has arrived (threading.Event)
@@ -29,7 +31,7 @@ import asyncio
 import socket
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,9 +67,12 @@ class FakeUpstream:
 
     Knobs are plain attributes read on every request: ``delay_s``, ``fail_mid_stream_after``,
     ``stall_mid_stream_after``, ``stall_before_eof``, ``stream_chunks``, ``reply``, ``model``,
-    ``embedding_dim``. Events for tests to wait on (never a sleep): ``arrived`` is set when a
-    request has been read, ``abandoned`` when a caller closed its connection while this server
-    was still preparing the answer (aiohttp cancels the handler).
+    ``embedding_dim``, ``error_body`` (the body of scripted error statuses, from the request;
+    JSON unless it does not parse, then text/plain), ``stream_error_after`` (frames before an
+    SSE ``event: error`` whose data is ``error_body``, or a generic error). Events for tests to
+    wait on (never a sleep): ``arrived`` is set when a request has been read, ``abandoned`` when
+    a caller closed its connection while this server was still preparing the answer (aiohttp
+    cancels the handler).
     """
 
     def __init__(
@@ -86,6 +91,8 @@ class FakeUpstream:
         self.fail_mid_stream_after: int | None = None
         self.stall_mid_stream_after: int | None = None
         self.stall_before_eof = False
+        self.error_body: Callable[[RecordedRequest], bytes] | None = None
+        self.stream_error_after: int | None = None
         self.requests: list[RecordedRequest] = []
         self.arrived = threading.Event()
         self.abandoned = threading.Event()
@@ -168,21 +175,22 @@ class FakeUpstream:
         self.arrived.clear()
         self.abandoned.clear()
         self.abandoned_calls = 0
+        self.error_body = None
+        self.stream_error_after = None
 
     # -- request handling ------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         payload = _parse_json(raw)
-        self.requests.append(
-            RecordedRequest(
-                method=request.method,
-                path=request.path,
-                headers={k.lower(): v for k, v in request.headers.items()},
-                raw=raw,
-                json=payload,
-            )
+        recorded = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            raw=raw,
+            json=payload,
         )
+        self.requests.append(recorded)
         self.arrived.set()
         outcome = self._outcomes.popleft() if self._outcomes else "ok"
         if self.delay_s:
@@ -194,6 +202,8 @@ class FakeUpstream:
                 raise
         if outcome == "drop":
             return _drop_connection(request)
+        if outcome != "ok" and self.error_body is not None:
+            return _raw(int(outcome), self.error_body(recorded))
         if outcome != "ok":
             return _error(int(outcome), f"fake upstream scripted {outcome}")
         return await self._answer(request, payload if isinstance(payload, dict) else {})
@@ -225,6 +235,9 @@ class FakeUpstream:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         response.enable_chunked_encoding()
         await response.prepare(request)
+        if self.stream_error_after is not None:  # some frames, an error event, [DONE]
+            cut = self.stream_error_after
+            frames = [*frames[:cut], self._error_event(), frames[-1]]
         for index, frame in enumerate(frames):
             if index == self.fail_mid_stream_after:
                 return _cut_stream(request, response)
@@ -235,6 +248,11 @@ class FakeUpstream:
             await asyncio.get_running_loop().create_future()  # until the client gives up
         await response.write_eof()
         return response
+
+    def _error_event(self) -> bytes:
+        last = self.requests[-1]
+        data = self.error_body(last) if self.error_body else b'{"error": {"message": "boom"}}'
+        return b"event: error\ndata: " + data + b"\n\n"
 
     def _embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         raw_input = body.get("input", "")
@@ -264,6 +282,11 @@ def _parse_json(raw: bytes) -> Any:
 
 def _json(payload: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def _raw(status: int, body: bytes) -> web.Response:
+    kind = "application/json" if _parse_json(body) is not None else "text/plain"
+    return web.Response(body=body, status=status, content_type=kind)
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -328,8 +328,9 @@ def gateway_factory(
                 "signing_key_dir": tmp / "signing",  # never the user's data dir
                 **overrides,
             }
-            app = create_app(Settings(**values))
-            url = stack.enter_context(serve_app(app, lifespan="on"))
+            settings = Settings(**values)
+            app = create_app(settings)
+            url = stack.enter_context(serve_app(app, lifespan="on", settings=settings))
             gw = RunningGateway(app=app, url=url.rstrip("/"), admin_key=admin_key)
             stack.callback(gw.close)
             gw.keys["admin"] = admin_key
