@@ -416,7 +416,7 @@ def documented_commands() -> list[list[str]]:
     blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
     lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
     commands = [shlex.split(line, comments=True) for line in lines]
-    return [c[1:] for c in commands if c and c[0] == "provenance-router"]
+    return [c[1:] for c in commands if c and c[0] == ".venv/bin/provenance-router"]
 
 
 def test_the_documented_rollout_works_as_written(tmp_path: Path, monkeypatch: Any) -> None:
@@ -425,7 +425,7 @@ def test_the_documented_rollout_works_as_written(tmp_path: Path, monkeypatch: An
     commands = documented_commands()
     assert len(commands) >= 8
     assert {c[1] for c in commands if c[0] == "policy"} >= {
-        "validate", "test", "explain", "what-if", "save", "activate", "list",
+        "validate", "test", "explain", "what-if", "save", "list",
     }  # fmt: skip
 
     outputs = [succeeded(run(*command, env=env)) for command in commands]
