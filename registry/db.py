@@ -25,7 +25,7 @@ from sqlmodel import Session
 
 # The newest migration. Checked against alembic's own view of the scripts by a test, so it
 # cannot go stale; it lets a restart skip importing alembic (~0.4 s) when nothing is to do.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003_audit_chain"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 WRITE_OPTION = "registry_write"  # execution option marking a registry write transaction
 

@@ -36,6 +36,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from registry import reads
+from registry.audit_record import Evaluation
+from registry.audit_store import insert_decisions
 from registry.db import write_connection
 from registry.keys import generate_key, hash_key, key_prefix
 from registry.lineage import find_cycle
@@ -50,9 +52,7 @@ from registry.models import (
     utcnow,
 )
 from registry.reads import (
-    Evaluation,
     find_key,
-    insert_decisions,
     list_changes,
     list_decisions,
     list_policies,

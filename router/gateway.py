@@ -22,11 +22,13 @@ from sqlalchemy import Engine
 from adapters.base import Adapter
 from adapters.openai_compat import OpenAICompatAdapter, make_client
 from registry.db import session_scope
-from registry.service import insert_decisions, load_snapshot, registry_version
-from router.audit import AuditWriter
+from registry.service import load_snapshot, registry_version
+from router.audit import AuditWriter, ChainedStore, replay_journals, store_batch
+from router.audit_journal import Journal
 from router.health import BackendHealth
 from router.policy import PolicyEngine
 from router.settings import Settings, resolve_secret
+from router.signing import Signer, load_or_create_signer
 from router.table import RoutingTable, build_table
 
 if TYPE_CHECKING:
@@ -51,11 +53,18 @@ class Gateway:
         self.health = BackendHealth(
             failures=settings.breaker_failures, cooldown_s=settings.breaker_cooldown_s
         )
+        self.audit_store = ChainedStore(
+            engine,
+            chain_id=uuid.uuid4().hex,
+            checkpoint_every=settings.audit_checkpoint_every,
+            checkpoint_s=settings.audit_checkpoint_s,
+        )
         self.audit = AuditWriter(
-            lambda rows: insert_decisions(engine=engine, rows=rows),
+            store_batch(self.audit_store),
             flush_s=settings.audit_flush_s,
             batch_max=settings.audit_batch_max,
         )
+        self.signer: Signer | None = None
         self.rng = random.Random()
         self.request_ids = request_ids()
         self.local_urls: dict[str, str] = {}
@@ -79,7 +88,8 @@ class Gateway:
         await asyncio.to_thread(self.reload)
         compat = OpenAICompatAdapter(make_client())
         self._adapters = {"openai": compat, "local": compat}
-        self.audit.start()
+        self.signer = await asyncio.to_thread(load_or_create_signer, self.settings.signing_key_dir)
+        await self._start_audit()
         self._poller = asyncio.get_running_loop().create_task(self._poll(), name="registry-poll")
 
     async def stop(self) -> None:
@@ -91,6 +101,17 @@ class Gateway:
             await adapter.close()  # the OpenAI-compatible adapter closes the shared session
         if self._local is not None:
             await asyncio.to_thread(self._local.stop)
+
+    async def _start_audit(self) -> None:
+        """Sign with the gateway's key; in strict mode, first store what a dead process
+        journaled, then journal this process's records."""
+        self.audit_store.signer = self.signer
+        journal_dir = self.settings.audit_journal_dir
+        await asyncio.to_thread(replay_journals, journal_dir, self.engine, self.audit_store.sign)
+        if self.settings.audit_durability == "strict":
+            chain_id = self.audit_store.head.chain_id
+            self.audit.journal = await asyncio.to_thread(Journal, journal_dir, chain_id)
+        self.audit.start()
 
     def _start_local_model(self) -> None:
         from adapters.local_llamacpp import LocalModelServer

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from adapters.base import BackendTarget
+from registry.audit_record import Evaluation
 from registry.lineage import effective_provenance
-from registry.service import Evaluation
 from registry.snapshot import DeploymentSnap, KeySnap, RegistrySnapshot, Strategy
 from router.policy import (
     CandidateDecision,

@@ -274,7 +274,7 @@ def _exists(gw: RunningGateway, kind: str, id: str) -> bool:
     return True
 
 
-def _database_url(backend: str, tmp: Path, request: pytest.FixtureRequest) -> str:
+def _database_url(backend: str, tmp: Path, request: pytest.FixtureRequest, stack: ExitStack) -> str:
     if backend == "sqlite":
         return f"sqlite:///{tmp / 'registry.db'}"
     from tests.conftest import postgres_url
@@ -283,7 +283,7 @@ def _database_url(backend: str, tmp: Path, request: pytest.FixtureRequest) -> st
     schema = f"router_{uuid.uuid4().hex[:16]}"
     with admin.begin() as connection:
         connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    request.addfinalizer(lambda: _drop_schema(admin, schema))
+    stack.callback(_drop_schema, admin, schema)  # after the gateway stopped (LIFO)
     return f"{postgres_url()}?options=-csearch_path%3D{schema}"
 
 
@@ -308,7 +308,7 @@ def gateway_factory(
             tmp = tmp_path_factory.mktemp("gateway")
             admin_key = f"pr-test-admin-{uuid.uuid4().hex}"
             values: dict[str, Any] = {
-                "database_url": _database_url(backend, tmp, request),
+                "database_url": _database_url(backend, tmp, request, stack),
                 "admin_key": admin_key,
                 "local_model": False,
                 "load_catalog": False,
@@ -317,6 +317,8 @@ def gateway_factory(
                 "breaker_failures": 3,
                 "breaker_cooldown_s": 1.0,
                 "request_deadline_s": 20.0,
+                "signing_key_dir": tmp / "signing",
+                "audit_journal_dir": tmp / "audit-journal",
                 **overrides,
             }
             app = create_app(Settings(**values))
