@@ -394,20 +394,30 @@ def _prunable(engine: Engine, before: datetime) -> Any:
     return or_(and_(t.c.chain_id.is_(None), t.c.created_at < before), *chained)
 
 
-def prune(*, engine: Engine, before: datetime, sign: Sign | None) -> tuple[int, int]:
+def boundaries(*, engine: Engine, before: datetime, sign: Sign | None) -> list[dict[str, Any]]:
+    """The signed ``pruned`` checkpoints a prune at ``before`` records, one per chain."""
+    return [
+        checkpoint_row(ChainHead(chain_id, seq, hash_), "pruned", sign)
+        for chain_id, (seq, hash_) in prune_bounds(engine, before).items()
+    ]
+
+
+def prune(
+    *, engine: Engine, before: datetime, marks: Sequence[Mapping[str, Any]]
+) -> tuple[int, int]:
     """Delete the rows of :func:`prune_bounds` (and unchained rows older than ``before``),
-    record each chain's boundary as a signed ``pruned`` checkpoint (older checkpoints of the
-    chain go), then delete the evaluations no row refers to any more. One transaction.
+    record each chain's boundary (``marks``, from :func:`boundaries`; older checkpoints of
+    the chain go), then delete the evaluations no row refers to any more. One transaction.
     Returns (rows deleted, evaluations deleted)."""
     t, c, e = table(RoutingDecision), table(AuditCheckpoint), table(DecisionEvaluation)
-    bounds = prune_bounds(engine, before)
     condition = _prunable(engine, before)
     with engine.begin() as connection:
         rows = connection.execute(delete(t).where(condition)).rowcount
-        for chain_id, (seq, hash_) in bounds.items():
-            connection.execute(delete(c).where(and_(c.c.chain_id == chain_id, c.c.seq <= seq)))
-            boundary = checkpoint_row(ChainHead(chain_id, seq, hash_), "pruned", sign)
-            connection.execute(insert(c).values(boundary))
+        for mark in marks:
+            connection.execute(
+                delete(c).where(and_(c.c.chain_id == mark["chain_id"], c.c.seq <= mark["seq"]))
+            )
+            connection.execute(insert(c).values(dict(mark)))
         referenced = select(t.c.evaluation_id).where(t.c.evaluation_id.is_not(None))
         orphans = connection.execute(delete(e).where(e.c.id.not_in(referenced))).rowcount
     return rows, orphans

@@ -46,11 +46,13 @@ def serve(
 
 
 def _register_subcommands() -> None:
+    from router.cli_audit import register as register_audit
     from router.cli_gitops import register as register_gitops
     from router.cli_policy import register as register_policy
 
     register_gitops(app)
     register_policy(app)
+    register_audit(app)
 
 
 _register_subcommands()

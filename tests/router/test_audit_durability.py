@@ -28,9 +28,11 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import Engine
+from typer.testing import CliRunner
 
 from registry.audit_store import iter_rows
 from registry.service import write_transaction
+from router.cli import app
 from tests.conftest import Database
 from tests.fakes import FakeUpstream
 from tests.router.conftest import REPORTED, TEST_POLICY, deployment, wait_for
@@ -241,6 +243,12 @@ def test_strict_mode_loses_nothing_on_kill_9(
     assert any(r["requested_model"] == "stall" for r in interrupted)
     assert len(interrupted) <= load.failed + 1  # only requests the clients never got
     assert not list((tmp_path / "journal").glob("*.jsonl"))  # replayed, then removed
+    # the dead process's chain went on where it stopped: the whole log verifies
+    verified = CliRunner().invoke(
+        app,
+        ["audit", "verify", "--database-url", database.url, "--keys", str(tmp_path / "signing")],
+    )
+    assert verified.exit_code == 0, verified.output
 
 
 def test_default_mode_loses_at_most_the_documented_window_on_kill_9(
