@@ -21,6 +21,7 @@ import secrets
 import statistics
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.run import (
@@ -182,6 +183,62 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def micro(database_urls: dict[str, str], out: str) -> dict[str, float]:
+    """Per record, in this process: strict mode's journal append (encode + one write(2))
+    against the alternative design, a synchronous one-row database commit per request."""
+    import uuid
+
+    from registry.audit_record import AuditRecord, ChainHead, Evaluation
+    from registry.audit_store import store_records
+    from registry.db import make_engine, migrate
+    from registry.models import utcnow
+    from router.audit_journal import Journal
+
+    verdict = [
+        {"deployment": f"d{i}", "allowed": i % 2 == 0, "rule_ids": ["r"], "reasons": ["why"]}
+        for i in range(10)
+    ]
+    record = AuditRecord(
+        request_id="req_0123456789abcdef000000000001",
+        created_at=utcnow(),
+        status="ok",
+        tenant_id="bench",
+        key_id="bench-key",
+        requested_model="chat",
+        route="chat",
+        action="infer",
+        context={"classification": "internal", "purpose": None, "caller_region": None},
+        evaluation=Evaluation.of(verdict),
+        chosen_deployment="d0",
+        attempts=(("d0", "ok", 1.234),),
+        policy_version=1,
+        registry_version=7,
+        http_status=200,
+        latency_ms=2.5,
+        prompt_tokens=5,
+        completion_tokens=3,
+        total_tokens=8,
+    )
+    figures: dict[str, float] = {}
+    journal = Journal(Path(out) / "micro-journal", uuid.uuid4().hex)
+    n = 20_000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        journal.finished(record)
+    figures["journal_append_us"] = round((time.perf_counter() - t0) / n * 1e6, 2)
+    journal.close(clean=True)
+    for name, url in database_urls.items():
+        engine = make_engine(url)
+        migrate(engine)
+        head, m = ChainHead(uuid.uuid4().hex), 300
+        t0 = time.perf_counter()
+        for _ in range(m):
+            head = store_records(engine=engine, head=head, records=[record]).head
+        figures[f"{name}_commit_per_record_ms"] = round((time.perf_counter() - t0) / m * 1e3, 3)
+        engine.dispose()
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0)
@@ -205,6 +262,7 @@ def main() -> None:
         CLIENT_CPU,
     )
     results: list[dict[str, Any]] = []
+    figures: dict[str, float] = {}
     handle = None
     try:
         wait_ready(runner, mock, f"http://127.0.0.1:{mock_port}/health")
@@ -215,6 +273,8 @@ def main() -> None:
                 os.remove(sqlite_path + suffix)
         postgres_url, handle = postgres_schema()
         databases = {"sqlite": f"sqlite:///{sqlite_path}", "postgresql": postgres_url}
+        figures = micro(databases, args.out)
+        log("per record:", json.dumps(figures))
         for database, url in databases.items():
             seed(url, mock_url, args.key, args.admin_key)
             for rep in range(args.reps):
@@ -227,10 +287,18 @@ def main() -> None:
     summary = table(results)
     with open(os.path.join(args.out, "audit-durability.json"), "w") as f:
         json.dump(
-            {"generator": load.name, "duration_s": args.duration, "results": results}, f, indent=1
+            {
+                "generator": load.name,
+                "duration_s": args.duration,
+                "per_record": figures,
+                "results": results,
+            },
+            f,
+            indent=1,
         )
     print(f"\nload generator: {load.name}, {args.duration:g} s per cell, {args.reps} reps\n")
     print(summary)
+    print(f"\nper record: {json.dumps(figures)}")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ class AuditWriter:
         self.journal = journal  # strict mode's write-ahead file, or None
         self._pending: list[AuditRecord] = []
         self._retired: list[Path] = []  # journal segments whose records are being stored
+        self._dropped = False  # records left memory unstored: the journal must stay whole
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -103,7 +104,7 @@ class AuditWriter:
             where = "kept in the journal for the next start" if self.journal else "lost"
             log.error("%d audit records could not be stored at stop: %s", len(self._pending), where)
         if self.journal is not None:
-            self.journal.close(clean=not self._pending)
+            self.journal.close(clean=not self._pending and not self._dropped)
 
     async def flush(self, *, closing: bool = False) -> int:
         """Store everything buffered so far; returns the number of records stored."""
@@ -126,15 +127,17 @@ class AuditWriter:
 
     def _store(self, batch: list[AuditRecord], closing: bool, retired: list[Path]) -> None:
         self._write(batch, closing)
-        if self.journal is not None:
+        if self.journal is not None and not self._dropped:
             self.journal.delete(retired)
 
     def _bound(self) -> None:
         excess = len(self._pending) - self._max_buffered
         if excess > 0:
-            where = "still in the journal" if self.journal else "lost"
+            # strict: from now on no journal segment is deleted, so the next start stores them
+            where = "kept in the journal for the next start" if self.journal else "lost"
             log.error("audit buffer full: dropped the %d oldest records (%s)", excess, where)
             del self._pending[:excess]
+            self._dropped = True
 
     async def _run(self) -> None:
         while not self._stopping:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 
-from registry.audit_record import AuditRecord, from_jsonable, to_jsonable
+from registry.audit_record import AuditRecord, decode, encode
 
 log = logging.getLogger("provenance_router.audit")
 
@@ -32,7 +32,7 @@ STARTED, FINAL = b"S", b"F"
 
 
 def _line(kind: bytes, record: AuditRecord) -> bytes:
-    return kind + orjson.dumps(to_jsonable(record)) + b"\n"
+    return kind + encode(record) + b"\n"
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -126,7 +126,7 @@ class DeadJournal:
         for path in self.segments():
             for number, line in enumerate(path.read_bytes().splitlines(), 1):
                 try:
-                    record = from_jsonable(orjson.loads(line[1:]))
+                    record = decode(line[1:])
                 except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
                     log.error("audit journal %s line %d is unreadable, skipped", path, number)
                     continue

@@ -458,3 +458,24 @@ def test_the_request_path_imports_no_persistence_code() -> None:
             for alias in node.names
         }
         assert not {name for name in imported if name.startswith((*banned, "sqlalchemy"))}, module
+
+
+def test_a_journal_line_gives_back_the_record() -> None:
+    from registry.audit_record import AuditRecord, Evaluation, decode, encode
+    from registry.models import utcnow
+
+    verdict = [{"deployment": "d", "allowed": True, "rule_ids": ["r"], "reasons": ["ok"]}]
+    record = AuditRecord(
+        "req_1",
+        utcnow(),
+        "ok",
+        tenant_id="t\x00",
+        context={"classification": "internal", "purpose": None, "caller_region": None},
+        evaluation=Evaluation.of(verdict),
+        attempts=(("d", "ok", 1.25),),
+        latency_ms=2.5,
+    )
+    again = decode(encode(record))
+    assert again._replace(evaluation=None) == record._replace(evaluation=None)
+    assert again.evaluation is not None and record.evaluation is not None
+    assert again.evaluation.id == record.evaluation.id
