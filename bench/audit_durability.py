@@ -154,31 +154,36 @@ def drop_schema(handle: Any) -> None:
     admin.dispose()
 
 
+def cpu_us(result: dict[str, Any]) -> float:
+    """Gateway CPU per request (µs): steadier than req/s on a machine shared with others."""
+    return float(result["server_cpu_pct"]) / 100 * 1e6 / max(1.0, float(result["rps"]))
+
+
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| database | c | default req/s | strict req/s | strict / default | default p50 / p99 ms"
-        " | strict p50 / p99 ms |",
-        "|---|---|---|---|---|---|---|",
+        "| database | c | req/s default / strict | gateway CPU µs per request default / strict"
+        " (strict +) | p50 ms default / strict | p99 ms default / strict |",
+        "|---|---|---|---|---|---|",
     ]
     for database in ("sqlite", "postgresql"):
         for _, conc in SCENARIOS:
             cell = {
-                mode: [
-                    r
-                    for r in results
-                    if (r["database"], r["conc"], r["mode"]) == (database, conc, mode)
-                ]
+                mode: [r for r in results if (r["database"], r["conc"], r["mode"]) == key]
                 for mode in MODES
+                for key in [(database, conc, mode)]
             }
             if not all(cell.values()):
                 continue
             rps = {m: statistics.median(r["rps"] for r in cell[m]) for m in MODES}
+            cpu = {m: statistics.median(cpu_us(r) for r in cell[m]) for m in MODES}
             p50 = {m: statistics.median(r["p50_us"] for r in cell[m]) / 1000 for m in MODES}
             p99 = {m: statistics.median(r["p99_us"] for r in cell[m]) / 1000 for m in MODES}
             lines.append(
-                f"| {database} | {conc} | {rps['default']:.0f} | {rps['strict']:.0f} |"
-                f" {rps['strict'] / rps['default']:.3f} | {p50['default']:.2f} /"
-                f" {p99['default']:.2f} | {p50['strict']:.2f} / {p99['strict']:.2f} |"
+                f"| {database} | {conc} | {rps['default']:.0f} / {rps['strict']:.0f} |"
+                f" {cpu['default']:.0f} / {cpu['strict']:.0f}"
+                f" ({cpu['strict'] - cpu['default']:+.0f}) |"
+                f" {p50['default']:.2f} / {p50['strict']:.2f} |"
+                f" {p99['default']:.2f} / {p99['strict']:.2f} |"
             )
     return "\n".join(lines)
 
