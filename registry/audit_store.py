@@ -125,7 +125,7 @@ def _write(
     new_head = chain(head, rows)
     with engine.begin() as connection:
         _insert_evaluations(connection, evaluations)
-        if head.seq == 0 and rows:
+        if head.seq == 0 and rows and sign is not None:  # unsigned tools open no chain mark
             _insert_checkpoint(connection, head, "open", sign)
         _insert_rows(connection, rows)
         if checkpoint is not None and (rows or checkpoint != "periodic"):

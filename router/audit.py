@@ -33,15 +33,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 
+from registry.audit_archive import write_archive
 from registry.audit_record import AuditRecord, ChainHead
 from registry.audit_store import (
     Sign,
+    boundaries,
     chain_head,
+    prune,
     store_records,
     stored_request_ids,
 )
@@ -223,3 +227,21 @@ def store_batch(store: ChainedStore) -> Write:
         store(list(batch), closing)
 
     return write
+
+
+def enforce_retention(
+    engine: Engine, *, days: int, archive_dir: Path | None, sign: Sign | None
+) -> tuple[int, Path | None]:
+    """Prune the records older than ``days`` (archiving them first into ``archive_dir``);
+    returns (records deleted, archive written)."""
+    before = datetime.now(UTC) - timedelta(days=days)
+    marks = boundaries(engine=engine, before=before, sign=sign)
+    archive = None
+    if archive_dir is not None:
+        archive_dir.mkdir(parents=True, exist_ok=True)
+        archive = archive_dir / f"audit-before-{before:%Y%m%dT%H%M%SZ}.jsonl"
+        if write_archive(engine=engine, before=before, path=archive, boundaries=marks) == 0:
+            archive.unlink()
+            return 0, None
+    rows, _ = prune(engine=engine, before=before, marks=marks)
+    return rows, archive

@@ -23,7 +23,13 @@ from adapters.base import Adapter
 from adapters.openai_compat import OpenAICompatAdapter, make_client
 from registry.db import session_scope
 from registry.service import load_snapshot, registry_version
-from router.audit import AuditWriter, ChainedStore, replay_journals, store_batch
+from router.audit import (
+    AuditWriter,
+    ChainedStore,
+    enforce_retention,
+    replay_journals,
+    store_batch,
+)
 from router.audit_journal import Journal
 from router.health import BackendHealth
 from router.policy import PolicyEngine
@@ -73,6 +79,7 @@ class Gateway:
         self._adapters: dict[str, Adapter] = {}
         self._local: LocalModelServer | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
 
     @property
     def table(self) -> RoutingTable:
@@ -90,12 +97,16 @@ class Gateway:
         self._adapters = {"openai": compat, "local": compat}
         self.signer = await asyncio.to_thread(load_or_create_signer, self.settings.signing_key_dir)
         await self._start_audit()
-        self._poller = asyncio.get_running_loop().create_task(self._poll(), name="registry-poll")
+        loop = asyncio.get_running_loop()
+        self._poller = loop.create_task(self._poll(), name="registry-poll")
+        if self.settings.audit_retention_days is not None:
+            self._retention = loop.create_task(self._enforce_retention(), name="audit-retention")
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
+        for task in (self._poller, self._retention):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.audit.stop()
         for adapter in {id(a): a for a in self._adapters.values()}.values():
             await adapter.close()  # the OpenAI-compatible adapter closes the shared session
@@ -112,6 +123,26 @@ class Gateway:
             chain_id = self.audit_store.head.chain_id
             self.audit.journal = await asyncio.to_thread(Journal, journal_dir, chain_id)
         self.audit.start()
+
+    async def _enforce_retention(self) -> None:
+        """Every ``audit_prune_interval_s`` (first at start): prune records older than
+        ``audit_retention_days``, archived first when ``audit_archive_dir`` is set."""
+        settings = self.settings
+        assert settings.audit_retention_days is not None
+        while True:
+            try:
+                rows, archive = await asyncio.to_thread(
+                    enforce_retention,
+                    self.engine,
+                    days=settings.audit_retention_days,
+                    archive_dir=settings.audit_archive_dir,
+                    sign=self.audit_store.sign,
+                )
+                if rows:
+                    log.warning("audit retention: pruned %d records (archive: %s)", rows, archive)
+            except Exception:
+                log.exception("audit retention: prune failed; will try again")
+            await asyncio.sleep(settings.audit_prune_interval_s)
 
     def _start_local_model(self) -> None:
         from adapters.local_llamacpp import LocalModelServer

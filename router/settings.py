@@ -53,8 +53,11 @@ class Settings(BaseSettings):
     audit_journal_dir: Path = Field(default_factory=default_audit_journal_dir)
     audit_checkpoint_every: int = Field(default=10_000, gt=0)  # rows between signed checkpoints
     audit_checkpoint_s: float = Field(default=60.0, gt=0)  # or seconds, whichever comes first
-    # rows older than this many days are what `audit prune` deletes by default (none: keep all)
+    # records older than this many days are pruned by the gateway (none: keep everything)
     audit_retention_days: int | None = Field(default=None, gt=0)
+    # where the gateway writes the archive of what it prunes (none: prune without an archive)
+    audit_archive_dir: Path | None = None
+    audit_prune_interval_s: float = Field(default=3600.0, gt=0)  # how often it prunes
     max_attempts: int = 3  # per request, across all allowed candidates
     request_deadline_s: float = 120.0  # overall deadline across attempts
     breaker_failures: int = 3  # consecutive transient failures that open a circuit

@@ -10,7 +10,7 @@ archive verifies on its own and what remains still verifies.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
-from registry.audit_store import checkpoints, iter_rows
+from registry.audit_record import Evaluation
+from registry.audit_store import checkpoints, insert_decisions, iter_rows
 from registry.models import RoutingDecision
 from router.cli import app
 from tests.fakes import FakeUpstream
@@ -192,4 +193,47 @@ def test_prune_archives_then_deletes_and_both_halves_verify(
     code, output = audit(gw, "verify")
     assert code == 0, output
     kept.append(answer(gw, "chain-new"))  # the chain goes on after its pruned boundary
+    assert audit(gw, "verify")[0] == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_gateway_enforces_retention_and_archives_first(
+    backend: str,
+    gateway_factory: Callable[..., RunningGateway],
+    up: FakeUpstream,
+    tmp_path: Path,
+) -> None:
+    """With ``audit_retention_days`` set, the gateway prunes older records on its own, after
+    writing them to a verifiable archive in ``audit_archive_dir``; the evaluations only they
+    used go too, and what remains verifies."""
+    archives = tmp_path / "archives"
+    gw = gateway_factory(
+        backend=backend,
+        audit_retention_days=30,
+        audit_archive_dir=archives,
+        audit_prune_interval_s=0.1,
+    )
+    with gw.write() as w:
+        w.create("deployment", deployment("retained-us", up.base_url))
+        w.create("route", {"name": "retained", "candidates": ["retained-us"]})
+    recent = answer(gw, "retained")
+    old = datetime.now(UTC) - timedelta(days=45)
+    verdict = [{"deployment": "gone", "allowed": True, "rule_ids": ["r"], "reasons": ["old"]}]
+    insert_decisions(
+        engine=gw.engine,
+        rows=[
+            {"request_id": f"old-{i}", "status": "ok", "created_at": old, "candidates": verdict}
+            for i in range(3)
+        ],
+    )
+    wait_for(
+        lambda: [r["request_id"] for r in iter_rows(gw.engine)] == [recent],
+        what="the old records pruned",
+    )
+    with gw.engine.connect() as connection:
+        evaluations = set(connection.execute(text("SELECT id FROM decision_evaluations")).scalars())
+    assert Evaluation.of(verdict).id not in evaluations
+    (archive,) = archives.glob("*.jsonl")
+    code, output = audit(gw, "verify", "--archive", str(archive))
+    assert code == 0 and output.startswith("OK: 3 records in 1 chains"), output
     assert audit(gw, "verify")[0] == 0
