@@ -86,12 +86,13 @@ class AuditWriter:
             self.journal.started(record)
 
     def record(self, record: AuditRecord) -> None:
-        """Queue a finished request's record (journaled first in strict mode)."""
-        if self.journal is not None:
-            self.journal.finished(record)
+        """Queue a finished request's record; in strict mode, journal it before returning
+        (an error writing the journal propagates: the response must not complete)."""
         self._pending.append(record)
         if len(self._pending) >= self._batch_max:
             self._wake.set()
+        if self.journal is not None:
+            self.journal.finished(record)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="audit-writer")

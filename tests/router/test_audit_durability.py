@@ -101,7 +101,18 @@ class Server:
     process: subprocess.Popen[bytes]
 
 
-def start(database: Database, tmp: Path, durability: str) -> Server:
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    """Every gateway process a test starts; any still running at its end is killed."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait(10)
+
+
+def start(database: Database, tmp: Path, durability: str, servers: list[Server]) -> Server:
     port = free_port()
     env = {
         **os.environ,
@@ -133,6 +144,7 @@ def start(database: Database, tmp: Path, durability: str) -> Server:
         "warning",
     ]
     process = subprocess.Popen(command, env=env, cwd=tmp)
+    servers.append(Server(f"http://127.0.0.1:{port}", process))
     url = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
@@ -143,7 +155,7 @@ def start(database: Database, tmp: Path, durability: str) -> Server:
             return False
 
     wait_for(ready, timeout_s=60.0, what="the gateway subprocess")
-    return Server(url, process)
+    return servers[-1]
 
 
 @dataclass
@@ -178,24 +190,29 @@ def stall_one(server: Server, key: str) -> None:
         http.post("/v1/chat/completions", json={"model": "stall", "messages": MESSAGES})
 
 
-def kill_under_load(server: Server, key: str, stalled: FakeUpstream) -> tuple[Load, float]:
-    """Drive the gateway, start one request that stalls in its backend, SIGKILL it."""
+def kill_under_load(
+    server: Server, key: str, stalled: FakeUpstream | None, how: int = signal.SIGKILL
+) -> tuple[Load, float]:
+    """Drive the gateway, start one request that stalls in its backend (when ``stalled`` is
+    given), then send it ``how``."""
     load = Load()
     threads = [threading.Thread(target=drive, args=(server, key, load)) for _ in range(CLIENTS)]
-    staller = threading.Thread(target=stall_one, args=(server, key))
     for thread in threads:
         thread.start()
     wait_for(lambda: len(load.received) >= 50, timeout_s=30.0, what="load")
-    calls = stalled.calls
-    staller.start()
-    wait_for(lambda: stalled.calls > calls, timeout_s=10.0, what="the stalled request")
+    if stalled is not None:
+        calls = stalled.calls
+        staller = threading.Thread(target=stall_one, args=(server, key))
+        threads.append(staller)
+        staller.start()
+        wait_for(lambda: stalled.calls > calls, timeout_s=10.0, what="the stalled request")
     deadline = time.monotonic() + LOAD_S
     wait_for(lambda: time.monotonic() >= deadline, timeout_s=LOAD_S + 5, what="load time")
     killed_at = time.monotonic()
-    server.process.send_signal(signal.SIGKILL)
-    server.process.wait(10)
+    server.process.send_signal(how)
+    server.process.wait(30)
     load.stop.set()
-    for thread in (*threads, staller):
+    for thread in threads:
         thread.join(30)
     return load, killed_at
 
@@ -227,12 +244,14 @@ def seeded(
 
 
 def test_strict_mode_loses_nothing_on_kill_9(
-    seeded: tuple[Database, str], tmp_path: Path, stalled: FakeUpstream
+    seeded: tuple[Database, str], tmp_path: Path, stalled: FakeUpstream, servers: list[Server]
 ) -> None:
     database, key = seeded
-    server = start(database, tmp_path, "strict")
+    server = start(database, tmp_path, "strict", servers)
     load, _ = kill_under_load(server, key, stalled)
-    restarted = start(database, tmp_path, "strict")  # stores what the dead process journaled
+    restarted = start(
+        database, tmp_path, "strict", servers
+    )  # stores what the dead process journaled
     stop(restarted)
     rows = stored(database)
     missing = [rid for rid in load.received if rid not in rows]
@@ -252,10 +271,10 @@ def test_strict_mode_loses_nothing_on_kill_9(
 
 
 def test_default_mode_loses_at_most_the_documented_window_on_kill_9(
-    seeded: tuple[Database, str], tmp_path: Path, stalled: FakeUpstream
+    seeded: tuple[Database, str], tmp_path: Path, stalled: FakeUpstream, servers: list[Server]
 ) -> None:
     database, key = seeded
-    server = start(database, tmp_path, "default")
+    server = start(database, tmp_path, "default", servers)
     load, killed_at = kill_under_load(server, key, stalled)
     rows = stored(database)
     missing = {rid: load.received[rid] for rid in load.received if rid not in rows}
@@ -265,3 +284,16 @@ def test_default_mode_loses_at_most_the_documented_window_on_kill_9(
         f" oldest missing received {oldest:.3f} s before the kill"
     )
     assert oldest <= FLUSH_S + WRITE_SLACK_S
+
+
+def test_sigterm_under_load_loses_nothing_in_default_mode(
+    seeded: tuple[Database, str], tmp_path: Path, servers: list[Server]
+) -> None:
+    """A graceful stop (SIGTERM) under load: requests in flight finish, then the writer
+    stores everything it holds."""
+    database, key = seeded
+    server = start(database, tmp_path, "default", servers)
+    load, _ = kill_under_load(server, key, None, signal.SIGTERM)
+    assert server.process.returncode in (0, -signal.SIGTERM)
+    rows = stored(database)
+    assert [rid for rid in load.received if rid not in rows] == []
