@@ -223,14 +223,16 @@ CHAIN_FIELDS = ("chain_id", "seq", "prev_hash", "row_hash")
 
 def iso(moment: datetime) -> str:
     """A timestamp as the chain encodes it: UTC, microseconds (naive means UTC, as stored)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    if moment.tzinfo is not UTC:
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")
 
 
 def canonical(row: Mapping[str, Any]) -> bytes:
     """The bytes a row's hash covers: every column but ``id`` and ``row_hash``, keys sorted."""
-    values = {k: v for k, v in row.items() if k not in ("id", "row_hash")}
+    values = dict(row)
+    values.pop("id", None)
+    values.pop("row_hash", None)
     values["created_at"] = iso(values["created_at"])
     return orjson.dumps(values, option=orjson.OPT_SORT_KEYS)
 
