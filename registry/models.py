@@ -511,6 +511,32 @@ class RoutingDecision(SQLModel, table=True):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    # Set when a text had to be escaped or cut to be storable (NUL, invalid UTF-8, too long).
+    sanitized: bool = Field(default=False, sa_column_kwargs={"server_default": text("false")})
+    # The hash chain (registry.audit_record); NULL on rows written before migration 0003.
+    chain_id: str | None = Field(default=None, index=True)
+    seq: int | None = Field(default=None, sa_type=BigInteger)
+    prev_hash: str | None = None
+    row_hash: str | None = None
+
+
+class AuditCheckpoint(SQLModel, table=True):
+    """A signed chain head: the Ed25519 signature (hex) of ``registry.audit_record.
+    checkpoint_message`` over (chain, seq, head hash, time, kind). ``kind``: ``open`` (seq 0,
+    a chain's start), ``periodic``, ``close`` (graceful stop), ``replay`` (a restart stored
+    what a dead process had journaled), ``pruned`` (rows up to ``seq`` were deleted; the chain
+    resumes after ``head_hash``)."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntId)
+    chain_id: str = Field(index=True)
+    seq: int = Field(sa_type=BigInteger)
+    head_hash: str
+    created_at: datetime
+    kind: str
+    key_id: str | None = None
+    signature: str | None = None
 
 
 class DecisionEvaluation(SQLModel, table=True):

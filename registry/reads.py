@@ -1,4 +1,4 @@
-"""Registry reads (public dicts, the change log, the snapshot) and the routing decision log.
+"""Registry reads: public dicts, the change log, the routing decision log, the snapshot.
 
 Import these through :mod:`registry.service` (the one public API of the registry); they live
 here to keep the write path readable. Functions take a SQLAlchemy ``Session`` and talk to its
@@ -11,20 +11,14 @@ lists/maps, dates and timestamps as ISO strings. They never carry a secret (no k
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
-from functools import cache
-from operator import itemgetter
 from typing import Any, cast
 
-import orjson
 from pydantic_core import to_jsonable_python
-from sqlalchemy import Connection, Dialect, Engine, RowMapping, Table, func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, RowMapping, Table, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement, and_, or_
 
@@ -37,7 +31,6 @@ from registry.models import (
     RegistryChange,
     RegistryState,
     RoutingDecision,
-    utcnow,
 )
 from registry.snapshot import (
     Claim,
@@ -252,131 +245,6 @@ def next_policy_version(db: Connection) -> int:
 
 def _plain(row: RowMapping) -> dict[str, Any]:
     return {name: jsonable(value) for name, value in row.items()}
-
-
-# --- routing decisions (the audit writer's batches) -------------------------------------
-
-_DECISION_COLUMNS = frozenset(table(RoutingDecision).columns.keys()) - {"id"}
-_DECISION_FIELDS = _DECISION_COLUMNS - {"evaluation_id"}  # what a caller may give
-_DECISION_REQUIRED = frozenset({"request_id", "status"})
-
-
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """A routing decision's candidates (the policy's verdict on each), encoded once, with the
-    digest under which ``decision_evaluations`` stores it. The router makes one per cached
-    verdict, so neither encoding nor hashing happens per request."""
-
-    id: str
-    encoded: orjson.Fragment
-
-    @classmethod
-    def of(cls, candidates: Sequence[Mapping[str, Any]]) -> Evaluation:
-        encoded = orjson.dumps(candidates)
-        return cls(hashlib.blake2b(encoded, digest_size=16).hexdigest(), orjson.Fragment(encoded))
-
-
-def insert_decisions(*, engine: Engine, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Store a batch of routing decisions with one bulk INSERT (the audit writer's flush).
-
-    A row's ``candidates`` is a list or an :class:`Evaluation`; a non-empty one is stored once
-    in ``decision_evaluations`` (an insert that skips digests already there) and the row refers
-    to it. Unknown keys are refused so nothing but the declared fields (never prompt or
-    completion text) can reach the audit table."""
-    if not rows:
-        return
-    statement = _decision_insert(engine.dialect)
-    evaluations: dict[str, Evaluation] = {}
-    values = [statement.params(_decision(row, evaluations)) for row in rows]
-    with engine.begin() as connection:
-        if evaluations:
-            connection.execute(
-                _evaluation_insert(engine.dialect),
-                [
-                    {"id": e.id, "candidates": e.encoded, "created_at": utcnow()}
-                    for e in evaluations.values()
-                ],
-            )
-        connection.exec_driver_sql(statement.sql, values)
-
-
-@cache
-def _evaluation_insert(dialect: Dialect) -> postgresql.Insert | sqlite.Insert:
-    """INSERT of evaluations that skips digests already stored (both dialects spell it alike)."""
-    evaluations = table(DecisionEvaluation)
-    if dialect.name == "postgresql":
-        return postgresql.insert(evaluations).on_conflict_do_nothing(index_elements=["id"])
-    return sqlite.insert(evaluations).on_conflict_do_nothing(index_elements=["id"])
-
-
-@dataclass(frozen=True, slots=True)
-class _BulkInsert:
-    """A compiled INSERT of every audit column, with each column's bind processor resolved
-    once. Rows go to the driver's executemany exactly as SQLAlchemy would store them (same
-    JSON and datetime formats), without SQLAlchemy's per-row parameter machinery, which was
-    most of the audit writer's cost at thousands of requests per second."""
-
-    sql: str
-    names: tuple[str, ...]
-    pick: Callable[[Mapping[str, Any]], tuple[Any, ...]]  # the values of ``names``, in order
-    processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position, bind processor)
-    positional: bool
-
-    def params(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
-        row = list(self.pick(values))
-        for position, process in self.processors:
-            row[position] = process(row[position])
-        if self.positional:
-            return tuple(row)
-        return dict(zip(self.names, row, strict=True))
-
-
-@cache
-def _decision_insert(dialect: Dialect) -> _BulkInsert:
-    decisions = table(RoutingDecision)
-    columns = sorted(_DECISION_COLUMNS)
-    compiled = insert(decisions).values({name: None for name in columns}).compile(dialect=dialect)
-    names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(columns)
-    processors = (
-        (i, decisions.c[name].type.bind_processor(dialect)) for i, name in enumerate(names)
-    )
-    return _BulkInsert(
-        sql=str(compiled),
-        names=names,
-        pick=itemgetter(*names),
-        processors=tuple((i, process) for i, process in processors if process is not None),
-        positional=compiled.positional,
-    )
-
-
-@cache
-def _decision_defaults() -> dict[str, Any]:
-    return {
-        name: field.get_default(call_default_factory=True)
-        for name, field in RoutingDecision.model_fields.items()
-        if name in _DECISION_COLUMNS and name not in _DECISION_REQUIRED
-    }
-
-
-def _decision(row: Mapping[str, Any], evaluations: dict[str, Evaluation]) -> dict[str, Any]:
-    unknown = set(row) - _DECISION_FIELDS
-    if unknown:
-        raise ValueError(f"routing decision: unknown fields {sorted(unknown)}")
-    missing = _DECISION_REQUIRED - set(row)
-    if missing:
-        raise ValueError(f"routing decision: missing fields {sorted(missing)}")
-    # executemany needs the same keys in every row: fill in every default (computed once; the
-    # per-row pydantic default lookup was half of the gateway's CPU under load).
-    # JSON columns go to the engine's orjson serializer as they are (plain lists and dicts).
-    values = {**_decision_defaults(), **row}
-    if values.get("created_at") is None:
-        values["created_at"] = utcnow()
-    candidates = values["candidates"]
-    if isinstance(candidates, Evaluation) or candidates:
-        evaluation = candidates if isinstance(candidates, Evaluation) else Evaluation.of(candidates)
-        evaluations[evaluation.id] = evaluation
-        values["evaluation_id"], values["candidates"] = evaluation.id, []
-    return values
 
 
 # --- snapshot --------------------------------------------------------------------------------

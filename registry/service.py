@@ -40,6 +40,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from registry import reads
+from registry.audit_record import Evaluation
+from registry.audit_store import insert_decisions
 from registry.db import write_connection
 from registry.errors import (
     BusyError,
@@ -61,9 +63,7 @@ from registry.models import (
     utcnow,
 )
 from registry.reads import (
-    Evaluation,
     find_key,
-    insert_decisions,
     list_changes,
     list_decisions,
     list_policies,

@@ -125,6 +125,7 @@ def serve(
 
 
 def _register_subcommands() -> None:
+    from router.cli_audit import register as register_audit
     from router.cli_backup import register as register_backup
     from router.cli_gitops import register as register_gitops
     from router.cli_policy import register as register_policy
@@ -134,6 +135,7 @@ def _register_subcommands() -> None:
     register_policy(app)
     register_backup(app)
     register_receipts(app)
+    register_audit(app)
 
 
 _register_subcommands()

@@ -23,8 +23,15 @@ from adapters.base import Adapter
 from adapters.http1 import Limits
 from adapters.openai_compat import OpenAICompatAdapter, PhaseTimeouts, make_client
 from registry.db import session_scope
-from registry.service import insert_decisions, load_snapshot, registry_version
-from router.audit import AuditWriter
+from registry.service import load_snapshot, registry_version
+from router.audit import (
+    AuditWriter,
+    ChainedStore,
+    enforce_retention,
+    replay_journals,
+    store_batch,
+)
+from router.audit_journal import Journal
 from router.departure import DepartureWatch
 from router.health import BackendHealth
 from router.policy import PolicyEngine
@@ -65,12 +72,19 @@ class Gateway:
         self.health = BackendHealth(
             failures=settings.breaker_failures, cooldown_s=settings.breaker_cooldown_s
         )
+        self.audit_store = ChainedStore(
+            engine,
+            chain_id=uuid.uuid4().hex,
+            checkpoint_every=settings.audit_checkpoint_every,
+            checkpoint_s=settings.audit_checkpoint_s,
+        )
         self.audit = AuditWriter(
-            lambda rows: insert_decisions(engine=engine, rows=rows),
+            store_batch(self.audit_store),
             flush_s=settings.audit_flush_s,
             batch_max=settings.audit_batch_max,
         )
         self.departures = DepartureWatch(settings.disconnect_check_s)
+        self.signer: Signer | None = None
         self.rng = random.Random()
         self.request_ids = request_ids()
         self.local_urls: dict[str, str] = {}
@@ -80,7 +94,7 @@ class Gateway:
         self._local: LocalModelServer | None = None
         self._poller: asyncio.Task[None] | None = None
         self._departures: asyncio.Task[None] | None = None
-        self.signer: Signer | None = None
+        self._retention: asyncio.Task[None] | None = None
 
     @property
     def table(self) -> RoutingTable:
@@ -106,14 +120,15 @@ class Gateway:
         )
         self._adapters = {"openai": compat, "local": compat}
         self.signer = await asyncio.to_thread(load_or_create_signer, self.settings.signing_key_dir)
-        self.audit.start()
-        self._poller = asyncio.get_running_loop().create_task(self._poll(), name="registry-poll")
-        self._departures = asyncio.get_running_loop().create_task(
-            self.departures.run(), name="departure-watch"
-        )
+        await self._start_audit()
+        loop = asyncio.get_running_loop()
+        self._poller = loop.create_task(self._poll(), name="registry-poll")
+        self._departures = loop.create_task(self.departures.run(), name="departure-watch")
+        if self.settings.audit_retention_days is not None:
+            self._retention = loop.create_task(self._enforce_retention(), name="audit-retention")
 
     async def stop(self) -> None:
-        for task in (self._poller, self._departures):
+        for task in (self._poller, self._departures, self._retention):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -122,6 +137,37 @@ class Gateway:
             await adapter.close()  # the OpenAI-compatible adapter closes the shared session
         if self._local is not None:
             await asyncio.to_thread(self._local.stop)
+
+    async def _start_audit(self) -> None:
+        """Sign with the gateway's key; in strict mode, first store what a dead process
+        journaled, then journal this process's records."""
+        self.audit_store.signer = self.signer
+        journal_dir = self.settings.audit_journal_dir
+        await asyncio.to_thread(replay_journals, journal_dir, self.engine, self.audit_store.sign)
+        if self.settings.audit_durability == "strict":
+            chain_id = self.audit_store.head.chain_id
+            self.audit.journal = await asyncio.to_thread(Journal, journal_dir, chain_id)
+        self.audit.start()
+
+    async def _enforce_retention(self) -> None:
+        """Every ``audit_prune_interval_s`` (first at start): prune records older than
+        ``audit_retention_days``, archived first when ``audit_archive_dir`` is set."""
+        settings = self.settings
+        assert settings.audit_retention_days is not None
+        while True:
+            try:
+                rows, archive = await asyncio.to_thread(
+                    enforce_retention,
+                    self.engine,
+                    days=settings.audit_retention_days,
+                    archive_dir=settings.audit_archive_dir,
+                    sign=self.audit_store.sign,
+                )
+                if rows:
+                    log.warning("audit retention: pruned %d records (archive: %s)", rows, archive)
+            except Exception:
+                log.exception("audit retention: prune failed; will try again")
+            await asyncio.sleep(settings.audit_prune_interval_s)
 
     def _start_local_model(self) -> None:
         from adapters.local_llamacpp import LocalModelServer

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from platformdirs import user_data_dir
 from pydantic import AliasChoices, Field
@@ -28,6 +29,10 @@ def default_signing_key_dir() -> Path:
     return data_dir() / "signing"
 
 
+def default_audit_journal_dir() -> Path:
+    return data_dir() / "audit-journal"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROVENANCE_ROUTER_", env_file="provenance-router.env", extra="ignore"
@@ -49,8 +54,19 @@ class Settings(BaseSettings):
     local_model: bool = True  # start the bundled SmolLM2 and register it as a deployment
     admin_key: str | None = None  # bootstrap admin key; generated and printed once when unset
     snapshot_poll_s: float = 1.0  # how often replicas check the registry version
-    audit_flush_s: float = 0.5  # audit batch flush interval
-    audit_batch_max: int = 500
+    audit_flush_s: float = Field(default=0.5, gt=0)  # audit batch flush interval
+    audit_batch_max: int = Field(default=500, gt=0)
+    # default: records reach the database within audit_flush_s (+ one flush); strict: each
+    # record is journaled before its response's last byte (docs/audit.md)
+    audit_durability: Literal["default", "strict"] = "default"
+    audit_journal_dir: Path = Field(default_factory=default_audit_journal_dir)
+    audit_checkpoint_every: int = Field(default=10_000, gt=0)  # rows between signed checkpoints
+    audit_checkpoint_s: float = Field(default=60.0, gt=0)  # or seconds, whichever comes first
+    # records older than this many days are pruned by the gateway (none: keep everything)
+    audit_retention_days: int | None = Field(default=None, gt=0)
+    # where the gateway writes the archive of what it prunes (none: prune without an archive)
+    audit_archive_dir: Path | None = None
+    audit_prune_interval_s: float = Field(default=3600.0, gt=0)  # how often it prunes
     max_attempts: int = 3  # per request, across all allowed candidates
     request_deadline_s: float = 120.0  # overall deadline across attempts
     breaker_failures: int = 3  # consecutive transient failures that open a circuit

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from adapters.base import BackendTarget
-from registry.service import Evaluation
+from registry.audit_record import Evaluation
 from registry.snapshot import DeploymentSnap, KeySnap, RegistrySnapshot, Strategy
 from router.policy import (
     CandidateDecision,

@@ -14,11 +14,12 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from adapters.base import UpstreamError, UpstreamHTTPError, UpstreamResponse
+from registry.audit_record import AuditRecord
 from registry.keys import hash_key
 from registry.snapshot import DeploymentSnap, KeySnap
 from router.departure import Departure
@@ -67,14 +68,26 @@ JSON = b"application/json"
 USAGE = re.compile(rb'"(prompt_tokens|completion_tokens|total_tokens)"\s*:\s*(\d+)')
 
 
+class Recorder(Protocol):
+    """The audit writer as the request path sees it (router.audit.AuditWriter)."""
+
+    @property
+    def journal(self) -> object | None: ...
+
+    def begin(self, record: AuditRecord) -> None: ...
+
+    def record(self, record: AuditRecord) -> None: ...
+
+
 @dataclass(slots=True)
 class Exchange:
-    """One request's facts as they become known; becomes its audit row."""
+    """One request's facts as they become known; becomes its audit record."""
 
     request_id: str
     started: float
     table: RoutingTable
     signer: Signer | None  # signs the response's receipt (None: the gateway has not started)
+    audit: Recorder
     key: KeySnap | None = None
     model: str | None = None
     action: str | None = None
@@ -84,51 +97,55 @@ class Exchange:
     chosen: str | None = None
     status: str = "ok"
     responded: bool = False  # the response has started: no error response can follow
+    recorded: bool = False  # its final record went to the audit writer
     http_status: int = 500
     error_code: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
-    latency_ms: float = 0.0
-    finished_at: datetime | None = None
 
-    def finish(self) -> None:
-        self.latency_ms = round((time.perf_counter() - self.started) * 1000, 3)
-        self.finished_at = datetime.now(UTC)
+    def audit_record(self, status: str | None = None) -> AuditRecord:
+        """The plain record the audit writer stores (``status`` overrides, for the
+        "started" record of strict mode)."""
+        table, key = self.table, self.key
+        return AuditRecord(
+            request_id=self.request_id,
+            created_at=datetime.now(UTC),
+            status=status or self.status,
+            tenant_id=key.tenant_id if key else None,
+            key_id=key.id if key else None,
+            requested_model=self.model,
+            route=self.model if self.model in table.snapshot.routes else None,
+            action=self.action or "unknown",
+            context=_context_dict(self.context),
+            evaluation=table.audit_evaluation(self.decisions) if self.decisions else None,
+            chosen_deployment=self.chosen,
+            attempts=tuple((a.deployment_id, a.outcome, a.latency_ms) for a in self.log.attempts),
+            policy_version=table.policy_version,
+            registry_version=table.snapshot.version,
+            http_status=None if status else self.http_status,
+            error_code=self.error_code,
+            latency_ms=round((time.perf_counter() - self.started) * 1000, 3),
+            prompt_tokens=self.usage.get("prompt_tokens"),
+            completion_tokens=self.usage.get("completion_tokens"),
+            total_tokens=self.usage.get("total_tokens"),
+        )
 
-    def audit_row(self) -> dict[str, Any]:
-        """The RoutingDecision row; built by the audit writer, off the request path."""
-        snapshot = self.table.snapshot
-        return {
-            "request_id": self.request_id,
-            "created_at": self.finished_at,
-            "tenant_id": self.key.tenant_id if self.key else None,
-            "key_id": self.key.id if self.key else None,
-            "requested_model": self.model,
-            "route": self.model if self.model in snapshot.routes else None,
-            "action": self.action or "unknown",
-            "context": _context_dict(self.context),
-            "candidates": self.table.audit_evaluation(self.decisions) if self.decisions else [],
-            "chosen_deployment": self.chosen,
-            "attempts": [
-                {"deployment": a.deployment_id, "outcome": a.outcome, "latency_ms": a.latency_ms}
-                for a in self.log.attempts
-            ],
-            "policy_version": self.table.policy_version,
-            "registry_version": snapshot.version,
-            "status": self.status,
-            "http_status": self.http_status,
-            "error_code": self.error_code,
-            "latency_ms": self.latency_ms,
-            "prompt_tokens": self.usage.get("prompt_tokens"),
-            "completion_tokens": self.usage.get("completion_tokens"),
-            "total_tokens": self.usage.get("total_tokens"),
-        }
+    def close(self) -> None:
+        """Hand the finished request to the audit writer, once; called before the
+        response's last byte (in strict mode the writer journals it before returning)."""
+        if not self.recorded:
+            self.recorded = True
+            self.audit.record(self.audit_record())
 
 
 async def serve_v1(gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one ``/v1`` request. Every request but a successful model listing leaves an audit
     row, including those refused before routing (bad key, bad JSON)."""
     exchange = Exchange(
-        next(gateway.request_ids), time.perf_counter(), gateway.table, gateway.signer
+        next(gateway.request_ids),
+        time.perf_counter(),
+        gateway.table,
+        gateway.signer,
+        gateway.audit,
     )
     try:
         await _dispatch(gateway, exchange, scope, receive, send)
@@ -149,8 +166,7 @@ async def serve_v1(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
     finally:
         exchange.log.release()
         if exchange.action != "list" or exchange.status != "ok":
-            exchange.finish()
-            gateway.audit.record(exchange)
+            exchange.close()
 
 
 async def _fail(send: Send, exchange: Exchange, status: int, code: str | None, body: bytes) -> None:
@@ -257,6 +273,8 @@ async def _serve_operation(
     exchange.decisions = routed.decisions
     if not routed.ordered:
         raise not_served(table, request.model, routed.decisions)
+    if exchange.audit.journal is not None:  # strict: a backend call leaves a record
+        exchange.audit.begin(exchange.audit_record(status="interrupted"))
 
     async def call(deployment: DeploymentSnap, timeout_s: float) -> UpstreamResponse:
         target = table.targets[deployment.id]
@@ -340,9 +358,10 @@ async def _relay_body(exchange: Exchange, response: UpstreamResponse, send: Send
     if encoding:  # an upstream that compressed despite Accept-Encoding: identity
         headers.append((b"content-encoding", encoding.encode("latin-1")))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
     exchange.status, exchange.http_status = "ok", response.status
     exchange.usage = _usage(body[-512:])
+    exchange.close()
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _relay_stream(
@@ -380,6 +399,7 @@ async def _relay_stream(
         # stream was delivered whole. Only a disconnect before [DONE] is a broken-off request.
         if departure.left and not tail.rstrip().endswith(b"data: [DONE]"):
             exchange.status, exchange.error_code = CLIENT_DISCONNECTED, CLIENT_DISCONNECTED
+    exchange.close()
     await send({"type": "http.response.body", "body": b""})
 
 
@@ -435,6 +455,7 @@ async def _send_error(send: Send, exchange: Exchange, status: int, body: bytes) 
     headers = _response_headers(exchange, JSON, status)
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
+    exchange.close()
     await send({"type": "http.response.body", "body": body})
 
 

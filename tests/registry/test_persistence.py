@@ -10,9 +10,10 @@ from typing import Any
 import orjson
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 from sqlmodel import SQLModel
 
+from registry.audit_store import iter_rows
 from registry.db import (
     HEAD_REVISION,
     current_revision,
@@ -96,6 +97,27 @@ def test_audit_rows_survive_migration_0002_down_and_up(engine: Engine) -> None:
     assert [d["request_id"] for d in decisions] == ["newer", "old", "new"]
     assert [d["candidates"] for d in decisions] == [verdict] * 3
     assert [d["evaluation_id"] is None for d in decisions] == [False, True, True]
+
+
+def test_audit_rows_survive_migration_0004_down_and_up(engine: Engine) -> None:
+    """0004 added the hash chain and checkpoints: a downgrade drops them and keeps the rows;
+    after a new upgrade those rows are unchained (written before chaining) and new rows chain
+    again."""
+    insert_decisions(engine=engine, rows=[{"request_id": "chained", "status": "ok"}])
+    run_alembic(engine, "downgrade", "0003")
+    assert current_revision(engine) == "0003"
+    with engine.connect() as connection:
+        columns = {c["name"] for c in inspect(connection).get_columns("routing_decisions")}
+        assert not {"chain_id", "seq", "row_hash", "sanitized"} & columns
+        assert not inspect(connection).has_table("audit_checkpoints")
+    migrate(engine)
+    assert current_revision(engine) == HEAD_REVISION
+    head = insert_decisions(engine=engine, rows=[{"request_id": "after", "status": "ok"}])
+    rows = list(iter_rows(engine))
+    assert [(r["request_id"], r["chain_id"], r["seq"], r["sanitized"]) for r in rows] == [
+        ("after", head.chain_id, 1, False),
+        ("chained", None, None, False),
+    ]
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:

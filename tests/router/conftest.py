@@ -326,6 +326,7 @@ def gateway_factory(
                 "breaker_cooldown_s": 1.0,
                 "request_deadline_s": 20.0,
                 "signing_key_dir": tmp / "signing",  # never the user's data dir
+                "audit_journal_dir": tmp / "audit-journal",
                 **overrides,
             }
             settings = Settings(**values)

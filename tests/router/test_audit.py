@@ -21,7 +21,7 @@ import pytest
 from registry.db import session_scope
 from registry.service import list_decisions
 from router.asgi import create_app
-from router.audit import AuditWriter, Row
+from router.audit import AuditWriter
 from router.settings import Settings
 from tests.fakes import FakeUpstream
 from tests.router.conftest import RunningGateway, deployment, row_json
@@ -252,15 +252,19 @@ class Sink:
         self.attempts = 0
         self.lock = threading.Lock()
 
-    def __call__(self, rows: Sequence[Row]) -> None:
+    def __call__(self, rows: Sequence[Row], closing: bool = False) -> None:
         with self.lock:
             self.attempts += 1
             if self.failing:
                 raise OSError("database unavailable")
-            self.batches.append(list(rows))
+            if rows:
+                self.batches.append(list(rows))
 
     def rows(self) -> list[Row]:
         return [row for batch in self.batches for row in batch]
+
+
+Row = dict[str, Any]  # the writer does not look inside what it is given
 
 
 def rows(*ids: int) -> list[Row]:
@@ -373,40 +377,106 @@ def test_background_flush_retries_after_a_failure() -> None:
     assert sink.rows() == rows(1)
 
 
-class Broken:
-    """A finished request whose row cannot be built (a bug): it must not stop the log."""
+class SlowSink(Sink):
+    """A sink whose writes block until released, and that counts writes running at once."""
 
-    def audit_row(self) -> Row:
-        raise KeyError("missing field")
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.running = 0
+        self.most_at_once = 0
+
+    def __call__(self, rows: Sequence[Row], closing: bool = False) -> None:
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        self.entered.set()
+        try:
+            self.release.wait(5)
+            super().__call__(rows)
+        finally:
+            with self.lock:
+                self.running -= 1
 
 
-class Ready:
-    def __init__(self, row: Row) -> None:
-        self.row = row
-        self.thread = ""
-
-    def audit_row(self) -> Row:
-        self.thread = threading.current_thread().name
-        return self.row
-
-
-def test_rows_are_built_off_the_event_loop_and_a_broken_record_is_dropped(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    sink = Sink()
-    ready = Ready(rows(2)[0])
+def test_stop_lets_the_running_flush_finish_and_never_flushes_twice_at_once() -> None:
+    """Issue 15: stop() cancelled the writer mid-flush; the cancelled flush went on in its
+    thread while stop() started a second one beside it."""
+    sink = SlowSink()
 
     async def scenario() -> None:
         writer = AuditWriter(sink, flush_s=0.01, batch_max=1000)
         writer.start()
         writer.record(rows(1)[0])
-        writer.record(Broken())
-        writer.record(ready)
-        await wait_async(lambda: len(sink.rows()) == 2)
-        writer.record(rows(3)[0])  # the writer goes on
+        await asyncio.to_thread(sink.entered.wait, 5)  # the background flush is writing r1
+        writer.record(rows(2)[0])
+        stopping = asyncio.create_task(writer.stop())
+        await asyncio.sleep(0.05)  # give a wrong stop() the time to start a second flush
+        sink.release.set()
+        await stopping
+
+    asyncio.run(scenario())
+    assert sink.most_at_once == 1
+    assert sink.rows() == rows(1, 2)
+
+
+def test_a_write_failing_at_stop_is_logged_with_the_count_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = Sink()
+    sink.failing = True
+
+    async def scenario() -> None:
+        writer = AuditWriter(sink, flush_s=3600, batch_max=1000)
+        writer.start()
+        for row in rows(1, 2, 3):
+            writer.record(row)
         await writer.stop()
 
     asyncio.run(scenario())
-    assert sink.rows() == rows(1, 2, 3)
-    assert ready.thread not in ("", threading.main_thread().name)
-    assert "could not be turned into a row" in caplog.text
+    assert "3 audit records" in caplog.text
+
+
+def test_the_request_path_imports_no_persistence_code() -> None:
+    """Data flows one way: serving and the routing table hand plain records to the writer;
+    they import nothing that stores them (issue 15)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    banned = ("registry.service", "registry.reads", "registry.audit_store", "registry.db")
+    for module in ("router/openai/serving.py", "router/table.py"):
+        tree = ast.parse((root / module).read_text())
+        imported = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module
+        } | {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        }
+        assert not {name for name in imported if name.startswith((*banned, "sqlalchemy"))}, module
+
+
+def test_a_journal_line_gives_back_the_record() -> None:
+    from registry.audit_record import AuditRecord, Evaluation, decode, encode
+    from registry.models import utcnow
+
+    verdict = [{"deployment": "d", "allowed": True, "rule_ids": ["r"], "reasons": ["ok"]}]
+    record = AuditRecord(
+        "req_1",
+        utcnow(),
+        "ok",
+        tenant_id="t\x00",
+        context={"classification": "internal", "purpose": None, "caller_region": None},
+        evaluation=Evaluation.of(verdict),
+        attempts=(("d", "ok", 1.25),),
+        latency_ms=2.5,
+    )
+    again = decode(encode(record))
+    assert again._replace(evaluation=None) == record._replace(evaluation=None)
+    assert again.evaluation is not None and record.evaluation is not None
+    assert again.evaluation.id == record.evaluation.id

@@ -486,13 +486,15 @@ def test_a_stream_whose_client_side_fails_releases_its_upstream() -> None:
     stream must still be released, or its connection stays taken and the model keeps
     generating for nobody."""
     from adapters.base import UpstreamResponse
+    from router.audit import AuditWriter
     from router.departure import Departure
     from router.openai.serving import Exchange, _relay_stream
 
     async def scenario() -> EndlessStream:
         chunks = EndlessStream()
         response = UpstreamResponse(status=200, content_type="text/event-stream", chunks=chunks)
-        exchange = Exchange("req-1", 0.0, table_of(deps(1)), None)
+        audit = AuditWriter(lambda records, closing: None, flush_s=3600, batch_max=1000)
+        exchange = Exchange("req-1", 0.0, table_of(deps(1)), None, audit)
         sent = 0
 
         async def send(message: dict[str, object]) -> None:
