@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import orjson
 
 from adapters.base import UpstreamError, UpstreamHTTPError, UpstreamResponse
-from registry.audit_record import AuditRecord
+from registry.audit_record import AuditRecord, clean_text
 from registry.keys import hash_key
 from registry.snapshot import DeploymentSnap, KeySnap
 from router.departure import Departure
@@ -341,7 +341,7 @@ def _receipt(exchange: Exchange, signer: Signer, status: int) -> bytes:
         signer,
         rid=exchange.request_id,
         tenant=exchange.key.tenant_id if exchange.key else None,
-        model=exchange.model,
+        model=clean_text(exchange.model) if exchange.model else exchange.model,  # as audited
         deployment=exchange.chosen,
         policy_version=table.policy_version,
         registry_version=table.registry_version,

@@ -58,8 +58,13 @@ def test_make_serve_installs_only_when_pyproject_changed(tmp_path: Path) -> None
     stamp = venv / ".installed"
 
     def dry_run() -> str:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}  # make test's
         done = subprocess.run(
-            ["make", "-n", "serve", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True
+            ["make", "--no-print-directory", "-n", "serve", f"VENV={venv}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=env,
         )
         assert done.returncode == 0, done.stderr
         return done.stdout
@@ -223,6 +228,7 @@ def test_what_if_json_names_the_deciding_rules(tmp_path: Path) -> None:
                 "status": "ok",
                 "tenant_id": "acme",
                 "requested_model": "chat",
+                "action": "infer",
                 "context": {"classification": "internal"},
                 "candidates": verdict,
             }
