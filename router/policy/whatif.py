@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from registry.snapshot import PolicySnap, RegistrySnapshot
+from registry.validation import check_purpose, check_region
 from router.policy.context import RequestContext
 from router.policy.engine import CandidateDecision, PolicyEngine
 from router.policy.errors import PolicyError
@@ -59,6 +60,7 @@ class WhatIfReport:
     registry_version: int
     examined: int
     changes: tuple[WhatIfChange, ...]
+    skipped: int = 0  # records whose context no request could declare today (see what_if)
 
     @property
     def changed(self) -> int:
@@ -68,6 +70,7 @@ class WhatIfReport:
         """JSON-ready form for the admin API and ``policy what-if --json``."""
         return {
             "examined": self.examined,
+            "skipped": self.skipped,
             "changed": self.changed,
             "registry_version": self.registry_version,
             "changes": [
@@ -87,15 +90,36 @@ def what_if(
     """Which recorded requests would the draft policy decide differently?
 
     Records without candidates (refused before routing: bad key, unknown model, bad JSON) had
-    no policy decision to replay and are skipped; ``examined`` counts the replayed ones."""
+    no policy decision to replay and are skipped; ``examined`` counts the replayed ones. So are
+    records whose declared purpose or region is outside today's vocabulary (free text recorded
+    before vocabularies existed, which a request can no longer declare): ``skipped`` counts
+    them."""
     engine = PolicyEngine.build(snapshot, draft)
     routed = [record for record in recorded if record.get("candidates")]
+    replayable = [record for record in routed if _declared_in_vocabulary(record.get("context"))]
     changes = []
-    for index, record in enumerate(routed):
+    for index, record in enumerate(replayable):
         change = _replay(engine, index, record)
         if change is not None:
             changes.append(change)
-    return WhatIfReport(draft.version, snapshot.version, len(routed), tuple(changes))
+    skipped = len(routed) - len(replayable)
+    return WhatIfReport(
+        draft.version, snapshot.version, len(replayable), tuple(changes), skipped=skipped
+    )
+
+
+def _declared_in_vocabulary(raw: object) -> bool:
+    fields = raw if isinstance(raw, Mapping) else {}
+    try:
+        for value, check in (
+            (fields.get("purpose"), check_purpose),
+            (fields.get("caller_region"), check_region),
+        ):
+            if value is not None:
+                check(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 def _replay(engine: PolicyEngine, index: int, record: Mapping[str, Any]) -> WhatIfChange | None:

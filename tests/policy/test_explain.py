@@ -226,3 +226,17 @@ tests:
 """
     report = run_policy_tests(lambda: engine_for(policy, snap), tests_yaml)
     assert report.ok, [r.message for r in report.results]
+
+
+def test_what_if_skips_records_whose_purpose_no_request_can_declare_today() -> None:
+    """Audit rows written before purposes had a vocabulary may hold free text; they cannot be
+    replayed faithfully (such a request is now refused), so they are counted, not fatal."""
+    record = {
+        "request_id": "r-old",
+        "tenant_id": "acme",
+        "action": "infer",
+        "context": {"classification": "internal", "purpose": "Free text purpose"},
+        "candidates": [{"deployment": "llama-dc", "allowed": True, "rule_ids": []}],
+    }
+    report = what_if(world(), PolicySnap(2, "draft", "yaml", "rules: []"), [record])
+    assert (report.examined, report.skipped, report.changed) == (0, 1, 0)
