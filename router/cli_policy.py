@@ -245,7 +245,11 @@ def what_if_command(
     if as_json:
         typer.echo(json.dumps(report.to_dict(), default=str, indent=2))
         return
-    console.print(f"{report.examined} recorded requests examined, {report.changed} would change")
+    skipped = f" ({report.skipped} skipped: purpose or region outside today's vocabulary)"
+    console.print(
+        f"{report.examined} recorded requests examined{skipped if report.skipped else ''}, "
+        f"{report.changed} would change"
+    )
     for change in report.changes:
         console.print(
             escape(
