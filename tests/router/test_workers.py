@@ -1,0 +1,199 @@
+"""Issue 18, every core: ``provenance-router serve --workers 2`` as a real process.
+
+The command line starts on a blank registry (first start: setup runs once, one admin key is
+printed, then the parent's listening line), a fake upstream is registered through the admin
+API, and the official ``openai`` SDK sends requests over fresh connections until responses
+from both worker processes were seen: each worker has its own audit chain, so the audit rows
+of the responses tell which process served each. Then SIGTERM: every worker drains and
+flushes, the command exits 0 without a traceback, and every response a client received has
+its audit row, in a log that verifies (both chains closed by a signed checkpoint).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from typer.testing import CliRunner
+
+from registry.audit_store import checkpoints, iter_rows
+from router.cli import app
+from tests.conftest import Database
+from tests.fakes import FakeUpstream
+from tests.router.conftest import REPORTED, deployment, wait_for
+
+CLI = [sys.executable, "-c", "from router.cli import app; app()"]
+MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
+DEADLINE_S = 40.0
+
+
+@pytest.fixture(scope="module")
+def up() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def gateway(blank_database: Database, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """``serve --workers 2`` on port 0 (the parent binds once; the workers share the socket),
+    strict audit (one journal per worker in a shared directory), a first start."""
+    env = {
+        **os.environ,
+        "PROVENANCE_ROUTER_DATABASE_URL": blank_database.url,
+        "PROVENANCE_ROUTER_PORT": "0",
+        "PROVENANCE_ROUTER_LOAD_CATALOG": "false",
+        "PROVENANCE_ROUTER_SNAPSHOT_POLL_S": "0.1",
+        "PROVENANCE_ROUTER_AUDIT_FLUSH_S": "0.05",
+        "PROVENANCE_ROUTER_AUDIT_DURABILITY": "strict",
+        "PROVENANCE_ROUTER_AUDIT_JOURNAL_DIR": str(tmp_path / "journal"),
+        "PROVENANCE_ROUTER_SIGNING_KEY_DIR": str(tmp_path / "signing"),
+    }
+    env.pop("PROVENANCE_ROUTER_ADMIN_KEY", None)
+    process = subprocess.Popen(
+        [*CLI, "serve", "--workers", "2", "--no-local-model"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
+def read_banner(process: subprocess.Popen[str]) -> list[str]:
+    """stdout up to the listening line."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        lines.append(line)
+        if line.startswith("provenance-router listening on") or not line:
+            break
+    assert lines[-1].startswith("provenance-router listening on http://127.0.0.1:"), lines
+    return lines
+
+
+def register_upstream(base_url: str, admin_key: str, up: FakeUpstream) -> str:
+    """Through the admin API (served by whichever worker accepts): a model, its deployment on
+    the fake upstream, a route, and an inference key (returned)."""
+    entities = [
+        ("organizations", {"id": "acme", "name": "Acme", "hq_country": "US", "claim": REPORTED}),
+        (
+            "licenses",
+            {"id": "Apache-2.0", "name": "Apache", "osi_approved": True, "claim": REPORTED},
+        ),
+        (
+            "models",
+            {
+                "id": "acme/alpha",
+                "name": "Alpha",
+                "developer": "acme",
+                "license": "Apache-2.0",
+                "review_status": "approved",
+                "claim": REPORTED,
+            },
+        ),
+        ("deployments", deployment("fake-us", up.base_url)),
+        ("routes", {"name": "busy", "candidates": ["fake-us"]}),
+    ]
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30.0) as admin:
+        for plural, body in entities:
+            response = admin.post(f"/admin/{plural}", json=body)
+            assert response.status_code == 201, response.text
+        created = admin.post(
+            "/admin/api-keys", json={"id": "apps", "tenant": "default", "scopes": ["inference"]}
+        )
+        assert created.status_code == 201, created.text
+        return str(created.json()["key"])
+
+
+def chains_of(database: Database, request_ids: set[str]) -> dict[str, str] | None:
+    """request id -> audit chain id, once every one of ``request_ids`` is stored."""
+    engine = database.engine()
+    try:
+        rows = {row["request_id"]: row["chain_id"] for row in iter_rows(engine)}
+    finally:
+        engine.dispose()
+    if not request_ids <= rows.keys():
+        return None
+    return {rid: rows[rid] for rid in request_ids}
+
+
+def test_two_workers_serve_one_port_and_stop_together(
+    gateway: subprocess.Popen[str], blank_database: Database, up: FakeUpstream, tmp_path: Path
+) -> None:
+    lines = read_banner(gateway)
+    keys = [line.strip() for line in lines if line.strip().startswith("pr-")]
+    assert len(keys) == 1, lines  # setup ran once: one generated admin key, before the banner
+    base_url = lines[-1].split()[3]
+    assert "2 workers" in lines[-1]
+    inference_key = register_upstream(base_url, keys[0], up)
+
+    # A new connection per request (Connection: close), so both processes get to accept.
+    client = openai.OpenAI(
+        base_url=f"{base_url}/v1",
+        api_key=inference_key,
+        max_retries=0,
+        default_headers={"Connection": "close"},
+    )
+    received: set[str] = set()
+    seen: dict[str, str] = {}
+
+    def both_workers_answered() -> bool:
+        for _ in range(20):
+            try:
+                raw = client.chat.completions.with_raw_response.create(
+                    model="busy", messages=MESSAGES
+                )
+            except (openai.NotFoundError, openai.AuthenticationError):
+                continue  # a worker that has not yet polled the new key or route (0.1 s)
+            assert raw.parse().choices[0].message.content
+            received.add(raw.headers["x-request-id"])
+        seen.update(wait_for(lambda: chains_of(blank_database, received), what="audit rows"))
+        return len(set(seen.values())) == 2
+
+    wait_for(both_workers_answered, timeout_s=DEADLINE_S, what="answers from both workers")
+
+    gateway.send_signal(signal.SIGTERM)
+    _, stderr = gateway.communicate(timeout=30)
+    assert gateway.returncode == 0, stderr
+    assert "Traceback" not in stderr, stderr
+
+    # after the stop: every response received has its row, both chains closed and verifying
+    assert chains_of(blank_database, received) is not None
+    engine = blank_database.engine()
+    try:
+        closed = {c["chain_id"] for c in checkpoints(engine) if c["kind"] == "close"}
+    finally:
+        engine.dispose()
+    assert set(seen.values()) <= closed
+    assert not list((tmp_path / "journal").iterdir())  # each worker removed its own journal
+    verified = CliRunner().invoke(
+        app,
+        [
+            "audit",
+            "verify",
+            "--database-url",
+            blank_database.url,
+            "--keys",
+            str(tmp_path / "signing"),
+        ],
+    )
+    assert verified.exit_code == 0, verified.output
