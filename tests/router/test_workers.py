@@ -42,13 +42,12 @@ def up() -> Iterator[FakeUpstream]:
         yield upstream
 
 
-@pytest.fixture
-def gateway(blank_database: Database, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+def start_serve(database: Database, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     """``serve --workers 2`` on port 0 (the parent binds once; the workers share the socket),
     strict audit (one journal per worker in a shared directory), a first start."""
     env = {
         **os.environ,
-        "PROVENANCE_ROUTER_DATABASE_URL": blank_database.url,
+        "PROVENANCE_ROUTER_DATABASE_URL": database.url,
         "PROVENANCE_ROUTER_PORT": "0",
         "PROVENANCE_ROUTER_LOAD_CATALOG": "false",
         "PROVENANCE_ROUTER_SNAPSHOT_POLL_S": "0.1",
@@ -58,8 +57,8 @@ def gateway(blank_database: Database, tmp_path: Path) -> Iterator[subprocess.Pop
         "PROVENANCE_ROUTER_SIGNING_KEY_DIR": str(tmp_path / "signing"),
     }
     env.pop("PROVENANCE_ROUTER_ADMIN_KEY", None)
-    process = subprocess.Popen(
-        [*CLI, "serve", "--workers", "2", "--no-local-model"],
+    return subprocess.Popen(
+        [*CLI, "serve", "--workers", "2", *args],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -67,9 +66,14 @@ def gateway(blank_database: Database, tmp_path: Path) -> Iterator[subprocess.Pop
         text=True,
         start_new_session=True,
     )
-    try:
-        yield process
-    finally:
+
+
+@pytest.fixture
+def started() -> Iterator[list[subprocess.Popen[str]]]:
+    """The command lines a test starts; any still running at its end is killed."""
+    processes: list[subprocess.Popen[str]] = []
+    yield processes
+    for process in processes:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
@@ -136,23 +140,11 @@ def chains_of(database: Database, request_ids: set[str]) -> dict[str, str] | Non
     return {rid: rows[rid] for rid in request_ids}
 
 
-def test_two_workers_serve_one_port_and_stop_together(
-    gateway: subprocess.Popen[str], blank_database: Database, up: FakeUpstream, tmp_path: Path
-) -> None:
-    lines = read_banner(gateway)
-    keys = [line.strip() for line in lines if line.strip().startswith("pr-")]
-    assert len(keys) == 1, lines  # setup ran once: one generated admin key, before the banner
-    base_url = lines[-1].split()[3]
-    assert "2 workers" in lines[-1]
-    inference_key = register_upstream(base_url, keys[0], up)
-
-    # A new connection per request (Connection: close), so both processes get to accept.
-    client = openai.OpenAI(
-        base_url=f"{base_url}/v1",
-        api_key=inference_key,
-        max_retries=0,
-        default_headers={"Connection": "close"},
-    )
+def drive_until_both_workers_answered(
+    database: Database, client: openai.OpenAI, model: str
+) -> tuple[set[str], dict[str, str]]:
+    """Requests until the audit rows of the responses show two chains (two processes).
+    Returns the request ids received and each one's chain."""
     received: set[str] = set()
     seen: dict[str, str] = {}
 
@@ -160,21 +152,57 @@ def test_two_workers_serve_one_port_and_stop_together(
         for _ in range(20):
             try:
                 raw = client.chat.completions.with_raw_response.create(
-                    model="busy", messages=MESSAGES
+                    model=model, messages=MESSAGES, max_tokens=4
                 )
             except (openai.NotFoundError, openai.AuthenticationError):
                 continue  # a worker that has not yet polled the new key or route (0.1 s)
             assert raw.parse().choices[0].message.content
             received.add(raw.headers["x-request-id"])
-        seen.update(wait_for(lambda: chains_of(blank_database, received), what="audit rows"))
+        seen.update(wait_for(lambda: chains_of(database, received), what="audit rows"))
         return len(set(seen.values())) == 2
 
     wait_for(both_workers_answered, timeout_s=DEADLINE_S, what="answers from both workers")
+    return received, seen
 
-    gateway.send_signal(signal.SIGTERM)
-    _, stderr = gateway.communicate(timeout=30)
-    assert gateway.returncode == 0, stderr
+
+def fresh_connections(base_url: str, key: str) -> openai.OpenAI:
+    """The SDK, opening a new connection per request (``Connection: close``), so that both
+    processes get to accept."""
+    return openai.OpenAI(
+        base_url=f"{base_url}/v1",
+        api_key=key,
+        max_retries=0,
+        timeout=30.0,
+        default_headers={"Connection": "close"},
+    )
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    """SIGTERM: every worker drains and flushes; the command exits 0, quietly."""
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
     assert "Traceback" not in stderr, stderr
+
+
+def test_two_workers_serve_one_port_and_stop_together(
+    blank_database: Database,
+    up: FakeUpstream,
+    tmp_path: Path,
+    started: list[subprocess.Popen[str]],
+) -> None:
+    gateway = start_serve(blank_database, tmp_path, "--no-local-model")
+    started.append(gateway)
+    lines = read_banner(gateway)
+    keys = [line.strip() for line in lines if line.strip().startswith("pr-")]
+    assert len(keys) == 1, lines  # setup ran once: one generated admin key, before the banner
+    base_url = lines[-1].split()[3]
+    assert "2 workers" in lines[-1]
+    inference_key = register_upstream(base_url, keys[0], up)
+
+    client = fresh_connections(base_url, inference_key)
+    received, seen = drive_until_both_workers_answered(blank_database, client, "busy")
+    stop(gateway)
 
     # after the stop: every response received has its row, both chains closed and verifying
     assert chains_of(blank_database, received) is not None
@@ -197,3 +225,49 @@ def test_two_workers_serve_one_port_and_stop_together(
         ],
     )
     assert verified.exit_code == 0, verified.output
+
+
+def model_servers(pid: int) -> list[int]:
+    """The bundled model's server processes among the descendants of ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            continue
+        if b"adapters.local_llamacpp" in command and _descends(parent, pid):
+            found.append(int(entry.name))
+    return found
+
+
+def _descends(child: int, ancestor: int) -> bool:
+    while child > 1:
+        if child == ancestor:
+            return True
+        try:
+            child = int((Path(f"/proc/{child}") / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ValueError):
+            return False
+    return False
+
+
+@pytest.mark.slow
+def test_workers_share_one_bundled_model(
+    tmp_path: Path, started: list[subprocess.Popen[str]]
+) -> None:
+    """With the bundled model on, the parent starts one model server (not one per worker:
+    each holds ~250 MB and a core) and both workers route ``smollm2`` to it."""
+    database = Database(url=f"sqlite:///{tmp_path / 'registry.db'}")
+    gateway = start_serve(database, tmp_path)
+    started.append(gateway)
+    lines = read_banner(gateway)
+    (admin_key,) = [line.strip() for line in lines if line.strip().startswith("pr-")]
+    (model_server,) = model_servers(gateway.pid)
+
+    client = fresh_connections(lines[-1].split()[3], admin_key)  # admin keys may infer too
+    drive_until_both_workers_answered(database, client, "smollm2")
+    stop(gateway)
+    assert not Path(f"/proc/{model_server}").exists()  # stopped and reaped by the parent
