@@ -76,19 +76,23 @@ class Supervisor:
             with _Signals() as signals:
                 return self._serve(sock, local_url, signals)
         finally:
-            sock.close()
+            sock.close()  # (already closed once the workers started)
             if local is not None:
                 local.stop()
 
     def _serve(self, sock: socket.socket, local_url: str | None, signals: _Signals) -> int:
+        address = sock.getsockname()[:2]
         ready_r, ready_w = os.pipe()
         try:
             for index in range(self.settings.workers):
                 self.workers.append(self._spawn(index, sock, ready_w, local_url))
         finally:
             os.close(ready_w)
-        status = self._watch(sock, ready_r, signals)
-        os.close(ready_r)
+            sock.close()  # the workers hold it; once they have all stopped, the port is free
+        try:
+            status = self._watch(address, ready_r, signals)
+        finally:
+            os.close(ready_r)
         return self._stop_all(status, signals)
 
     def _spawn(
@@ -106,7 +110,7 @@ class Supervisor:
             process_group=0,  # Ctrl-C reaches the parent only; it stops the workers
         )
 
-    def _watch(self, sock: socket.socket, ready_r: int, signals: _Signals) -> int:
+    def _watch(self, address: tuple[str, int], ready_r: int, signals: _Signals) -> int:
         """Wait for every worker to be ready (then say where they listen), then for a stop
         signal or a worker's exit. Returns the status to exit with."""
         ready = 0
@@ -115,24 +119,28 @@ class Supervisor:
             selector.register(signals.fd, selectors.EVENT_READ)
             while True:
                 for key, _ in selector.select():
-                    if key.fd == ready_r:
-                        data = os.read(ready_r, 4096)
-                        ready += data.count(b"\n")
-                        if not data:
-                            selector.unregister(ready_r)
-                        if data and ready == len(self.workers):
-                            self._announce(sock)
+                    if key.fd == signals.fd:
+                        status = self._status_after(signals.read())
+                        if status is not None:
+                            return status
                         continue
-                    received = signals.read()
-                    if signal.SIGTERM in received:
-                        return 0
-                    if signal.SIGINT in received:
-                        return EXIT_CTRL_C
-                    if self._dead():
-                        return 1
+                    data = os.read(ready_r, 4096)  # one line per worker that is ready
+                    if not data:
+                        selector.unregister(ready_r)
+                    ready += data.count(b"\n")
+                    if data and ready == len(self.workers):
+                        self._announce(address)
 
-    def _announce(self, sock: socket.socket) -> None:
-        host, port = sock.getsockname()[:2]
+    def _status_after(self, received: set[int]) -> int | None:
+        """The exit status these signals call for, or None to keep serving."""
+        if signal.SIGTERM in received:
+            return 0
+        if signal.SIGINT in received:
+            return EXIT_CTRL_C
+        return 1 if self._dead() else None
+
+    def _announce(self, address: tuple[str, int]) -> None:
+        host, port = address
         count = len(self.workers)
         print(
             f"provenance-router listening on http://{host}:{port} ({count} workers; {self.hint})",

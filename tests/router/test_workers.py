@@ -227,9 +227,9 @@ def test_two_workers_serve_one_port_and_stop_together(
     assert verified.exit_code == 0, verified.output
 
 
-def model_servers(pid: int) -> list[int]:
-    """The bundled model's server processes among the descendants of ``pid``."""
-    found = []
+def processes() -> dict[int, tuple[int, list[bytes]]]:
+    """Every process: pid -> (parent pid, command line)."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -238,20 +238,40 @@ def model_servers(pid: int) -> list[int]:
             parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
             continue
-        if b"adapters.local_llamacpp" in command and _descends(parent, pid):
-            found.append(int(entry.name))
+        found[int(entry.name)] = (parent, command)
     return found
 
 
-def _descends(child: int, ancestor: int) -> bool:
-    while child > 1:
-        if child == ancestor:
-            return True
-        try:
-            child = int((Path(f"/proc/{child}") / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (FileNotFoundError, ValueError):
-            return False
-    return False
+def children(pid: int, marker: bytes) -> list[int]:
+    """The child processes of ``pid`` whose command line mentions ``marker``."""
+    return [
+        child
+        for child, (parent, command) in processes().items()
+        if parent == pid and any(marker in part for part in command)
+    ]
+
+
+def test_a_dead_worker_stops_the_service(
+    tmp_path: Path, started: list[subprocess.Popen[str]]
+) -> None:
+    """A gateway never runs on with fewer workers than asked, unnoticed: the parent stops the
+    other worker and exits 1, naming the dead one."""
+    database = Database(url=f"sqlite:///{tmp_path / 'registry.db'}")
+    gateway = start_serve(database, tmp_path, "--no-local-model")
+    started.append(gateway)
+    read_banner(gateway)
+    first, second = children(gateway.pid, b"router.workers")
+    os.kill(first, signal.SIGKILL)
+    _, stderr = gateway.communicate(timeout=30)
+    assert gateway.returncode == 1, stderr
+    assert f"(pid {first}) exited with status -9; stopping the others" in stderr, stderr
+    assert "Traceback" not in stderr, stderr
+    assert not Path(f"/proc/{second}").exists()  # stopped and reaped
+
+
+def test_workers_must_be_at_least_one() -> None:
+    done = subprocess.run([*CLI, "serve", "--workers", "0"], capture_output=True, text=True)
+    assert done.returncode == 2 and "--workers" in done.stderr
 
 
 @pytest.mark.slow
@@ -265,7 +285,9 @@ def test_workers_share_one_bundled_model(
     started.append(gateway)
     lines = read_banner(gateway)
     (admin_key,) = [line.strip() for line in lines if line.strip().startswith("pr-")]
-    (model_server,) = model_servers(gateway.pid)
+    (model_server,) = children(gateway.pid, b"adapters.local_llamacpp")
+    workers = children(gateway.pid, b"router.workers")
+    assert [children(worker, b"adapters.local_llamacpp") for worker in workers] == [[], []]
 
     client = fresh_connections(lines[-1].split()[3], admin_key)  # admin keys may infer too
     drive_until_both_workers_answered(database, client, "smollm2")
