@@ -59,7 +59,10 @@ def test_make_serve_installs_only_when_pyproject_changed(tmp_path: Path) -> None
 
     def dry_run() -> str:
         done = subprocess.run(
-            ["make", "-n", "serve", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True
+            ["make", "-n", "--no-print-directory", "serve", f"VENV={venv}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
         )
         assert done.returncode == 0, done.stderr
         return done.stdout
