@@ -269,6 +269,23 @@ def test_a_dead_worker_stops_the_service(
     assert not Path(f"/proc/{second}").exists()  # stopped and reaped
 
 
+def test_ctrl_c_stops_every_worker_quietly(
+    tmp_path: Path, started: list[subprocess.Popen[str]]
+) -> None:
+    """A terminal's Ctrl-C (SIGINT to the foreground process group) reaches the parent only;
+    it stops the workers, and the command ends with 130, no traceback."""
+    database = Database(url=f"sqlite:///{tmp_path / 'registry.db'}")
+    gateway = start_serve(database, tmp_path, "--no-local-model")
+    started.append(gateway)
+    read_banner(gateway)
+    workers = children(gateway.pid, b"router.workers")
+    os.killpg(gateway.pid, signal.SIGINT)
+    _, stderr = gateway.communicate(timeout=30)
+    assert gateway.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()]
+
+
 def test_workers_must_be_at_least_one() -> None:
     done = subprocess.run([*CLI, "serve", "--workers", "0"], capture_output=True, text=True)
     assert done.returncode == 2 and "--workers" in done.stderr
