@@ -89,7 +89,8 @@ class GatewayApp:
         if self.bootstrap_key:  # shown once, on purpose, to the operator's terminal
             print(
                 "\nprovenance-router: created admin API key (shown only once):\n"
-                f"  {self.bootstrap_key}\n"
+                f"  {self.bootstrap_key}\n",
+                flush=True,  # before a supervisor's "listening" line (serve --workers)
             )
         await gateway.start()
         settle_memory()
@@ -110,10 +111,15 @@ def settle_memory() -> None:
     gc.freeze()
 
 
-def create_app(settings: Settings | None = None) -> GatewayApp:
+def create_app(
+    settings: Settings | None = None, *, local_urls: dict[str, str] | None = None
+) -> GatewayApp:
+    """The app; ``local_urls`` (alias -> base URL) names local model servers already running
+    (``serve --workers N`` starts the bundled one once, for all workers)."""
     settings = settings or Settings()
     engine = registry_engine(settings)
     gateway = Gateway(settings, engine)
+    gateway.local_urls.update(local_urls or {})
 
     def build_admin() -> ASGIApp:
         from router.admin import build_admin_app

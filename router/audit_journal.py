@@ -1,6 +1,8 @@
 """Strict mode's write-ahead journal: one append-only file set per gateway process.
 
-    <dir>/<chain_id>.lock              held (flock) while the process lives
+    <dir>/<chain_id>.lock              held (flock) while the process lives; it appears
+                                       already locked (created under another name), so a
+                                       process replaying dead journals never takes a live one
     <dir>/<chain_id>.<segment>.jsonl   lines ``S{record}`` (started) and ``F{record}`` (final)
 
 Each line is one ``write(2)`` of an open file: once it returns, the kernel holds the bytes,
@@ -46,8 +48,7 @@ class Journal:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.chain_id = chain_id
-        self._lock = os.open(directory / f"{chain_id}.lock", os.O_CREAT | os.O_RDWR, 0o600)
-        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._lock = _locked_lock_file(directory, chain_id)
         self._segment = 0
         self._fd = self._open(self._segment)
         self._size = 0
@@ -99,6 +100,24 @@ class Journal:
         if clean and not self._running:
             self.delete([self._path(self._segment), self.directory / f"{self.chain_id}.lock"])
         os.close(self._lock)
+
+
+def _locked_lock_file(directory: Path, chain_id: str) -> int:
+    """Create ``<chain_id>.lock`` already locked: it is locked under a name no one looks at,
+    then renamed. Created and then locked under its own name, a process replaying at start
+    (another worker of ``serve --workers``) could take it in between for a dead journal's and
+    remove it, leaving this live journal without a lock file, so never replayed if its process
+    were killed."""
+    staged = directory / f"{chain_id}.lock-new"
+    lock = os.open(staged, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(staged, directory / f"{chain_id}.lock")
+    except BaseException:
+        os.close(lock)
+        staged.unlink(missing_ok=True)
+        raise
+    return lock
 
 
 class DeadJournal:

@@ -89,7 +89,10 @@ class _Server(uvicorn.Server):
             for server in self.servers:
                 for sock in server.sockets:
                     host, port = sock.getsockname()[:2]
-                    print(f"provenance-router listening on http://{host}:{port} ({self._key_hint})")
+                    print(
+                        f"provenance-router listening on http://{host}:{port} ({self._key_hint})",
+                        flush=True,
+                    )
                     return
 
 
@@ -100,6 +103,12 @@ def serve(
     local_model: bool | None = typer.Option(
         None, "--local-model/--no-local-model", help="Start the bundled SmolLM2 model."
     ),
+    workers: int | None = typer.Option(
+        None,
+        min=1,
+        help="Serving processes on the one port (default from settings: 1). Each has its own "
+        "routing table, breakers and audit writer; the bundled model is started once.",
+    ),
 ) -> None:
     """Start the gateway.
 
@@ -108,19 +117,24 @@ def serve(
     overrides: dict[str, object] = {}
     if local_model is not None:
         overrides["local_model"] = local_model
+    if workers is not None:
+        overrides["workers"] = workers
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    from router.asgi import create_app
-    from router.server import server_config, tune_allocator
-
-    tune_allocator(settings)
-    config = server_config(
-        create_app(settings), settings, host=host or settings.host, port=port or settings.port
-    )
     hint = (
         "admin key: from PROVENANCE_ROUTER_ADMIN_KEY"
         if settings.admin_key
         else "admin key: printed above on first start"
     )
+    host, port = host or settings.host, settings.port if port is None else port
+    if settings.workers > 1:
+        from router.workers import Supervisor
+
+        sys.exit(Supervisor(settings, overrides, host=host, port=port, hint=hint).run())
+    from router.asgi import create_app
+    from router.server import server_config, tune_allocator
+
+    tune_allocator(settings)
+    config = server_config(create_app(settings), settings, host=host, port=port)
     _Server(config, hint).run()
 
 

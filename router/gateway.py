@@ -105,7 +105,7 @@ class Gateway:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.settings.local_model:
+        if self.settings.local_model and LOCAL_ALIAS not in self.local_urls:
             await asyncio.to_thread(self._start_local_model)
         await asyncio.to_thread(self.reload)
         compat = OpenAICompatAdapter(

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     registry_lock_timeout_s: float = Field(LOCK_TIMEOUT_S, gt=0)  # a writer's wait for its turn
     host: str = "127.0.0.1"
     port: int = 8000
+    # serving processes on one port (serve --workers); each has its own routing table,
+    # breakers, caches and audit writer (docs/configuration.md, "Several workers")
+    workers: int = Field(default=1, gt=0)
     load_catalog: bool = True  # load the built-in catalog on first start
     local_model: bool = True  # start the bundled SmolLM2 and register it as a deployment
     admin_key: str | None = None  # bootstrap admin key; generated and printed once when unset
