@@ -7,9 +7,12 @@ undeclared methods, resources gone after DELETE, ...) against the real gateway u
 ``--max-examples`` per operation, ``--generation-deterministic`` (no seed, no example database),
 one worker. The few per-operation settings and their reasons are in ``schemathesis.toml``.
 
-Before issue 17 this run (10 examples per operation) found 79 failures: undocumented 400/404/409
-(the document said 200/422), schema-valid ids refused (no ``pattern`` on slugs and model ids),
-``TRACE`` answered 405 without ``Allow``.
+Before issue 17 this run found 67 failures in 603 cases: 48 undocumented statuses (400/404/409
+where the document said 200/422) and 19 405s without ``Allow``; without the per-operation
+settings also schema-valid ids refused (no ``pattern`` on slugs and model ids). Once those were
+documented it found what they had hidden: 500s on integers too large for their column, lax
+coercions (``0`` taken for ``false`` and for 1970-01-01), ``claims`` keys, a route that took
+``/admin/policies/validate`` for a version. Now: ~7,700 cases, no failure, ~55 s.
 """
 
 from __future__ import annotations
