@@ -102,11 +102,15 @@ def _matching(pattern: re.Pattern[str], description: str) -> Documented:
     return Documented(lambda: {"pattern": _anchored(pattern), "description": description})
 
 
-def _spelled(vocabulary: Callable[[], Vocabulary], description: str) -> Documented:
+VOCABULARY_KEY = "x-vocabulary"  # names a large schema an OpenAPI document may share once
+
+
+def _spelled(vocabulary: Callable[[], Vocabulary], name: str, description: str) -> Documented:
     """Every listed spelling; the API also matches them ignoring case, spaces and punctuation,
     and stores the canonical one."""
     return Documented(
         lambda: {
+            VOCABULARY_KEY: name,
             "enum": list(vocabulary().spellings),
             "description": f"{description}; matched ignoring case, spaces and punctuation, "
             "stored in canonical form",
@@ -117,6 +121,7 @@ def _spelled(vocabulary: Callable[[], Vocabulary], description: str) -> Document
 def _license_schema() -> dict[str, Any]:
     ids = sorted({*spdx_ids().values(), *spdx_ids()})  # SPDX ids match ignoring case
     return {
+        VOCABULARY_KEY: "LicenseId",
         "anyOf": [{"enum": ids}, {"pattern": _anchored(LICENSE_REF_RE)}],
         "description": "An SPDX license id (any case; stored in SPDX's spelling) or LicenseRef-*",
     }
@@ -132,18 +137,20 @@ _REGION_TEXT = Documented(
 Country = Annotated[
     str,
     AfterValidator(check_country),
-    _spelled(countries, "An ISO 3166-1 alpha-2 country code (or the country's name)"),
+    _spelled(countries, "Country", "An ISO 3166-1 alpha-2 country code (or the country's name)"),
 ]
 LicenseId = Annotated[str, AfterValidator(check_license_id), Documented(_license_schema)]
 HardwareVendor = Annotated[
     str,
     AfterValidator(normalise_hardware_vendor),
-    _spelled(hardware_vendors, "A hardware vendor of registry/data/hardware.yaml"),
+    _spelled(
+        hardware_vendors, "HardwareVendor", "A hardware vendor of registry/data/hardware.yaml"
+    ),
 ]
 Accelerator = Annotated[
     str,
     AfterValidator(normalise_accelerator),
-    _spelled(accelerators, "An accelerator of registry/data/hardware.yaml"),
+    _spelled(accelerators, "Accelerator", "An accelerator of registry/data/hardware.yaml"),
 ]
 Region = Annotated[str, AfterValidator(check_region), _REGION_TEXT]
 Purpose = Annotated[str, AfterValidator(check_purpose), _REGION_TEXT]

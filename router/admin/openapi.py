@@ -16,6 +16,8 @@ rewrites the document once, here, for every route alike:
       404, 409  declared by the route itself with :func:`errors` (a named entity, a
            compare-and-set write or a duplicate)
 
+- the large vocabularies (countries, licenses, hardware: every accepted spelling) are one
+  component each, referred to by every field that uses them (``x-vocabulary`` names them);
 - schemas no operation refers to any more are dropped.
 
 An unsupported method on an existing path answers 405 with ``Allow`` (``router.admin.errors``);
@@ -29,6 +31,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
+
+from registry.validation import VOCABULARY_KEY
 
 __all__ = ["ErrorEnvelope", "errors", "install_openapi"]
 
@@ -107,8 +111,24 @@ def truthful(document: dict[str, Any], extra_schemas: dict[str, Any]) -> dict[st
         for status in _derived_statuses(operation):
             responses.setdefault(str(status), _error_response(status))
         operation["responses"] = dict(sorted(responses.items()))
+    _share_vocabularies(schemas, schemas)
     _drop_unreferenced(schemas, document)
     return document
+
+
+def _share_vocabularies(node: Any, schemas: dict[str, Any]) -> None:
+    """Move every schema marked ``x-vocabulary`` into a component of that name; the field
+    keeps its own title and default next to the ``$ref``."""
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    for child in list(children):
+        if isinstance(child, dict) and VOCABULARY_KEY in child:
+            name = child.pop(VOCABULARY_KEY)
+            own = {key: child.pop(key) for key in ("title", "default") if key in child}
+            schemas.setdefault(name, dict(child))
+            child.clear()
+            child.update({"$ref": _REF_PREFIX + name, **own})
+        else:
+            _share_vocabularies(child, schemas)
 
 
 def _error_schema() -> dict[str, Any]:

@@ -99,7 +99,8 @@ def test_the_document_states_the_real_statuses_and_constraints(gw: RunningGatewa
         assert "version" in schemas[f"{kind}Patch"]["required"]
     organization = schemas["OrganizationCreate"]["properties"]
     assert organization["id"]["pattern"].startswith("^")
-    assert "de" in organization["hq_country"]["anyOf"][0]["enum"]  # aliases are accepted
+    assert organization["hq_country"]["anyOf"][0] == {"$ref": "#/components/schemas/Country"}
+    assert {"DE", "de", "Germany"} <= set(schemas["Country"]["enum"])  # aliases are accepted
     deployment = schemas["DeploymentCreate"]["properties"]
     assert deployment["hosting"]["anyOf"][0]["enum"] == [
         "on_prem",
