@@ -20,9 +20,10 @@ entity and validating the result as an XCreate, so both paths enforce the same r
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -31,6 +32,7 @@ from pydantic import (
     ConfigDict,
     SecretStr,
     ValidationInfo,
+    WithJsonSchema,
     create_model,
     field_validator,
     model_validator,
@@ -54,15 +56,24 @@ from registry.validation import (
     MODEL_ID_RE,
     SLUG_RE,
     Accelerator,
+    Count32,
+    Count64,
     Country,
+    Day,
+    Documented,
     EnvVarName,
+    Flag,
     HardwareVendor,
+    Int32,
     LicenseId,
     ModelId,
+    Number,
+    Positive32,
     Purpose,
     Region,
     RouteName,
     Slug,
+    UniqueItems,
     Url,
     eea_countries,
     flatten_deployment,
@@ -83,6 +94,18 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 
 CommercialUse = Literal["yes", "no", "conditional"]
+# Writes also take true/false for yes/no (``LicenseCreate._yaml_booleans``): the schema says so.
+YamlCommercialUse = Annotated[
+    CommercialUse,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "enum": ["yes", "no", "conditional"]},
+                {"type": "boolean", "description": "true/false: yes/no (YAML 1.1 booleans)"},
+            ]
+        }
+    ),
+]
 ChangeOp = Literal["create", "update", "delete"]
 PolicyFormat = Literal["yaml", "cedar"]
 # Data classifications, least to most strict (the policy core ranks them in the same order).
@@ -105,8 +128,19 @@ def _candidate(value: str) -> str:
     return value
 
 
-UniqueScopes = Annotated[list[Scope], AfterValidator(_unique)]
-Candidates = Annotated[list[Annotated[str, AfterValidator(_candidate)]], AfterValidator(_unique)]
+CANDIDATE_RE = re.compile(rf"{SLUG_RE.pattern}|{MODEL_ID_RE.pattern}")
+UniqueScopes = Annotated[list[Scope], AfterValidator(_unique), UniqueItems()]
+Candidate = Annotated[
+    str,
+    AfterValidator(_candidate),
+    Documented(
+        lambda: {
+            "pattern": f"^(?:{CANDIDATE_RE.pattern})$",
+            "description": "A deployment id or a model id",
+        }
+    ),
+]
+Candidates = Annotated[list[Candidate], AfterValidator(_unique), UniqueItems()]
 
 
 class ClaimData(BaseModel):
@@ -115,7 +149,7 @@ class ClaimData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: str | None = None
-    retrieved_at: date | None = None
+    retrieved_at: Day | None = None
     confidence: Confidence = "unknown"
 
 
@@ -171,7 +205,7 @@ class OrganizationBase(ClaimedBase):
     incorporation_country: Country | None = None
     parent: Slug | None = Field(default=None, foreign_key="organizations.id", index=True)
     jurisdiction_tags: list[str] = Field(default_factory=list, sa_type=JSONType)
-    state_affiliated: bool | None = None
+    state_affiliated: Flag | None = None
 
 
 class Organization(OrganizationBase, Tracked, table=True):
@@ -194,14 +228,14 @@ class OrganizationPublic(OrganizationBase, Tracked):
 class LicenseBase(ClaimedBase):
     name: str = Field(min_length=1)
     url: Url | None = None
-    osi_approved: bool | None = None
-    open_weights: bool | None = None
-    commercial_use: CommercialUse | None = Field(default=None, sa_type=String)
-    user_threshold: int | None = Field(default=None, ge=0, sa_type=BigInteger)
+    osi_approved: Flag | None = None
+    open_weights: Flag | None = None
+    commercial_use: YamlCommercialUse | None = Field(default=None, sa_type=String)
+    user_threshold: Count64 | None = Field(default=None, sa_type=BigInteger)
     use_restrictions: list[str] = Field(default_factory=list, sa_type=JSONType)
     geographic_restrictions: list[str] = Field(default_factory=list, sa_type=JSONType)
-    attribution_required: bool | None = None
-    derivatives_inherit: bool = False
+    attribution_required: Flag | None = None
+    derivatives_inherit: Flag = False
 
 
 class License(LicenseBase, Tracked, table=True):
@@ -235,11 +269,11 @@ class ModelBase(ClaimedBase):
     developer: Slug | None = Field(default=None, foreign_key="organizations.id", index=True)
     publisher: Slug | None = Field(default=None, foreign_key="organizations.id", index=True)
     family: str | None = None
-    parameters_total: int | None = Field(default=None, ge=0, sa_type=BigInteger)
-    parameters_active: int | None = Field(default=None, ge=0, sa_type=BigInteger)
-    context_length: int | None = Field(default=None, ge=1)
+    parameters_total: Count64 | None = Field(default=None, sa_type=BigInteger)
+    parameters_active: Count64 | None = Field(default=None, sa_type=BigInteger)
+    context_length: Positive32 | None = None
     modalities: list[str] = Field(default_factory=lambda: ["text"], sa_type=JSONType)
-    release_date: date | None = None
+    release_date: Day | None = None
     license: LicenseId | None = Field(default=None, foreign_key="licenses.id", index=True)
     weights_digest: str | None = None
     review_status: ReviewStatus = Field(default="under_review", sa_type=String)
@@ -295,17 +329,17 @@ class DeploymentBase(ClaimedBase):
     hosting: Hosting | None = Field(default=None, sa_type=String)
     location_country: Country | None = None
     location_region: Region | None = None
-    location_eea: bool | None = None
+    location_eea: Flag | None = None
     hardware_vendor: HardwareVendor | None = None
     accelerator: Accelerator | None = None
-    accelerator_count: int | None = Field(default=None, ge=0)
-    retention_days: int | None = Field(default=None, ge=0)
-    zero_data_retention: bool | None = None
-    trains_on_inputs: bool | None = None
-    priority: int = 100  # lower is tried first
-    weight: int = Field(default=1, ge=0)
-    timeout_s: float = Field(default=60.0, gt=0)
-    enabled: bool = True
+    accelerator_count: Count32 | None = None
+    retention_days: Count32 | None = None
+    zero_data_retention: Flag | None = None
+    trains_on_inputs: Flag | None = None
+    priority: Int32 = 100  # lower is tried first
+    weight: Count32 = 1
+    timeout_s: Number = Field(default=60.0, gt=0)
+    enabled: Flag = True
     review_status: ReviewStatus = Field(default="approved", sa_type=String)
 
 
@@ -407,7 +441,7 @@ class TenantPublic(TenantBase, Tracked):
 class ApiKeyBase(SQLModel):
     tenant: Slug = Field(foreign_key="tenants.id", index=True)
     scopes: UniqueScopes = Field(min_length=1, sa_type=JSONType)
-    enabled: bool = True
+    enabled: Flag = True
 
 
 class ApiKey(ApiKeyBase, Tracked, table=True):
@@ -569,7 +603,9 @@ def partial_model(model: type[BaseModel], *, name: str, exclude: set[str]) -> ty
     """``model`` with every field optional and no cross-field validators: a PATCH body.
 
     Generated so the list of fields and their per-field checks exist once (on XCreate); the
-    cross-field rules run when the service validates the merged entity as an XCreate."""
+    cross-field rules run when the service validates the merged entity as an XCreate. A field
+    may be left out; it may be ``null`` only where the entity allows null (its schema says
+    so), and unknown fields are refused (``additionalProperties: false``)."""
     fields: dict[str, Any] = {}
     for field_name, info in model.model_fields.items():
         if field_name in exclude:
@@ -578,7 +614,7 @@ def partial_model(model: type[BaseModel], *, name: str, exclude: set[str]) -> ty
         checks = [m for m in info.metadata if not type(m).__module__.startswith("sqlmodel")]
         if checks:
             annotation = Annotated[(annotation, *checks)]
-        fields[field_name] = (annotation | None, FieldInfo(default=None))
+        fields[field_name] = (annotation, FieldInfo(default=None))
     config = ConfigDict(extra="forbid")
     return create_model(name, __config__=config, __module__=__name__, **fields)
 

@@ -60,6 +60,7 @@ class Vocabulary:
     what: str  # how errors name it, e.g. "a known hardware vendor"
     canonical: tuple[str, ...]
     index: Mapping[str, str]  # squash(spelling) -> canonical value
+    spellings: tuple[str, ...] = ()  # every listed spelling, as listed (for documentation)
 
     def lookup(self, value: str) -> str | None:
         """The canonical value ``value`` spells, or None."""
@@ -79,12 +80,14 @@ class Vocabulary:
 def _vocabulary(what: str, spellings: Mapping[str, Iterable[str]]) -> Vocabulary:
     """``spellings`` maps each canonical value to its aliases; a clash is a data error."""
     index: dict[str, str] = {}
+    listed: dict[str, None] = {}
     for canonical, aliases in spellings.items():
         for spelling in (canonical, *aliases):
             key = squash(spelling)
             if index.setdefault(key, canonical) != canonical:
                 raise ValueError(f"{what} spelling {spelling!r} names two values")
-    return Vocabulary(what, tuple(spellings), index)
+            listed[spelling] = None
+    return Vocabulary(what, tuple(spellings), index, tuple(listed))
 
 
 def _load(name: str) -> Any:
@@ -156,6 +159,8 @@ def countries() -> Vocabulary:
         spellings[code].append(name)
     for alias, code in COUNTRY_ALIASES.items():
         spellings[code].append(alias)
+    for code in country_codes():
+        spellings[code].append(code.lower())
     return _vocabulary("an ISO 3166-1 alpha-2 country code", spellings)
 
 

@@ -35,7 +35,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, TypeVar, cast
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -43,7 +44,13 @@ from starlette.concurrency import run_in_threadpool
 from registry.db import session_scope
 from registry.keys import hash_key
 from registry.service import Writer, check_version, find_key, write_transaction
-from router.errors import AuthenticationFailed, PermissionDenied, RegistryBusy
+from router.errors import (
+    INCORRECT_API_KEY,
+    MISSING_API_KEY,
+    AuthenticationFailed,
+    PermissionDenied,
+    RegistryBusy,
+)
 from router.settings import Settings
 
 log = logging.getLogger("provenance_router.admin")
@@ -155,11 +162,18 @@ def get_session(context: ContextDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def bearer_token(authorization: Annotated[str | None, Header()] = None) -> str:
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
-    return token.strip()
+# Declares the ``bearer`` security scheme in the OpenAPI document; the errors are ours.
+BEARER = HTTPBearer(scheme_name="bearer", auto_error=False, description="An API key")
+
+
+def bearer_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+) -> str:
+    """The key; none (no header, another scheme, ``Bearer`` and nothing after it) is 401."""
+    token = credentials.credentials.strip() if credentials is not None else ""
+    if not token:
+        raise AuthenticationFailed(MISSING_API_KEY)
+    return token
 
 
 def current_caller(context: ContextDep, token: Annotated[str, Depends(bearer_token)]) -> Caller:
@@ -168,7 +182,7 @@ def current_caller(context: ContextDep, token: Annotated[str, Depends(bearer_tok
     with session_scope(context.engine) as session:
         key = find_key(session=session, key_hash=hash_key(token))
     if key is None or not key["enabled"]:
-        raise AuthenticationFailed("invalid API key")
+        raise AuthenticationFailed(INCORRECT_API_KEY)
     return Caller(key_id=key["id"], tenant=key["tenant"], scopes=frozenset(key["scopes"]))
 
 

@@ -6,6 +6,7 @@
     ├── PermissionDenied        403  permission_error / insufficient_scope
     │   └── PolicyDenied        403  permission_error / provenance_policy_denied
     ├── NotFound                404  invalid_request_error / not_found (model_not_found, ...)
+    ├── MethodNotAllowed        405  invalid_request_error / method_not_allowed (with Allow)
     ├── Conflict                409  invalid_request_error / version_conflict
     ├── PayloadTooLarge         413  invalid_request_error / request_too_large
     ├── RateLimited             429  rate_limit_error (upstream 429 passed through)
@@ -63,6 +64,13 @@ class AuthenticationFailed(GatewayError):
     code = "invalid_api_key"
 
 
+# The two 401 messages, worded as OpenAI words them, the same on /v1 and /admin. "Missing"
+# includes ``Authorization: Bearer `` with nothing after it: what a pasted
+# ``curl -H "Authorization: Bearer $KEY"`` sends when the variable is unset.
+MISSING_API_KEY = "You didn't provide an API key. Send it as `Authorization: Bearer <key>`."
+INCORRECT_API_KEY = "Incorrect API key provided."
+
+
 class PermissionDenied(GatewayError):
     status = 403
     type = "permission_error"
@@ -81,6 +89,18 @@ class NotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
     code = "not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    """The path exists, the method does not: the response carries ``Allow`` (RFC 9110)."""
+
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: tuple[str, ...]):
+        super().__init__(message)
+        self.allow = allow
 
 
 class Conflict(GatewayError):

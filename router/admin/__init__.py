@@ -10,7 +10,6 @@ added with ``extra_routers`` and may use the same dependencies.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
@@ -18,6 +17,7 @@ from sqlalchemy import Engine
 from router.admin import audit
 from router.admin.entities import create_schemas, entity_routers
 from router.admin.errors import install_error_handlers
+from router.admin.openapi import install_openapi
 from router.deps import AdminContext
 from router.settings import Settings
 
@@ -43,19 +43,5 @@ def build_admin_app(
     for router in (*entity_routers(), audit.router, *extra_routers):
         app.include_router(router)
     install_error_handlers(app)
-    _document_create_bodies(app)
+    install_openapi(app, create_schemas())
     return app
-
-
-def _document_create_bodies(app: FastAPI) -> None:
-    """Add the XCreate schemas that the create routes' request bodies refer to."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(create_schemas())
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

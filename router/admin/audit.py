@@ -7,16 +7,17 @@ changes, the organisation-wide facts plus its own tenant and keys (``Caller.read
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from registry.service import list_changes, list_decisions, registry_version
+from registry.validation import INT32_MAX, Moment
 from router.deps import AuditCaller, SessionDep
 
 router = APIRouter(prefix="/admin", tags=["audit"])
 Limit = Annotated[int, Query(ge=1, le=1000)]
+Version = Annotated[int, Query(ge=0, le=INT32_MAX)]  # an INTEGER column
 
 
 @router.get("/version", summary="The current registry version")
@@ -31,7 +32,7 @@ def get_changes(
     kind: str | None = None,
     entity_id: str | None = None,
     actor: str | None = None,
-    since_version: int | None = None,
+    since_version: Version | None = None,
     limit: Limit = 100,
 ) -> dict[str, Any]:
     changes = list_changes(
@@ -51,8 +52,8 @@ def get_decisions(
     session: SessionDep,
     caller: AuditCaller,
     tenant_id: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Moment | None = None,
+    until: Moment | None = None,
     status: str | None = None,
     limit: Limit = 100,
 ) -> dict[str, Any]:

@@ -16,11 +16,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
-from pydantic import BaseModel, ConfigDict
+from fastapi import APIRouter, Body, Query
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from registry.models import SPECS
+from registry.models import SPECS, KindSpec, UniqueScopes
 from registry.service import read_all, read_one
+from registry.validation import INT32_MAX, Count32, Slug
+from router.admin.openapi import errors
 from router.deps import AdminCaller, ContextDep, SessionDep
 
 PLURALS: Mapping[str, str] = {
@@ -35,35 +37,61 @@ PLURALS: Mapping[str, str] = {
 
 
 REF_TEMPLATE = "#/components/schemas/{model}"
+QueryVersion = Annotated[
+    int | None, Query(ge=0, le=INT32_MAX, description="Delete only if still at this version")
+]
+
+
+VERSION_DESCRIPTION = "The version you read (compare-and-set: a stale one answers 409)"
 
 
 class PatchBody(BaseModel):
-    """The version you read (compare-and-set: stale -> 409) plus the fields to change."""
+    """The version you read plus the fields to change; the fields are validated by the service
+    (documented as ``XPatch``: :func:`patch_model`)."""
 
     model_config = ConfigDict(extra="allow")
 
-    version: int
+    version: Count32
 
 
 class NewApiKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str
-    tenant: str
-    scopes: list[str]
+    id: Slug
+    tenant: Slug
+    scopes: UniqueScopes = Field(min_length=1)
+
+
+def patch_model(spec: KindSpec) -> type[BaseModel]:
+    """What a PATCH body may hold: ``version`` plus the XUpdate fields, nothing else."""
+    name = spec.update.__name__.removesuffix("Update") + "Patch"
+    version = (Count32, Field(description=VERSION_DESCRIPTION))
+    model: type[BaseModel] = create_model(name, __base__=spec.update, version=version)
+    return model
 
 
 def create_schemas() -> dict[str, Any]:
-    """JSON schemas of every XCreate model (and what they refer to), for the OpenAPI document:
-    create bodies are validated by the service, so FastAPI does not see their models itself."""
+    """JSON schemas of every XCreate and XPatch model (and what they refer to), for the
+    OpenAPI document: these bodies are validated by the service, so FastAPI does not see
+    their models itself."""
     schemas: dict[str, Any] = {}
     for spec in SPECS.values():
-        if spec.kind == "api_key":  # created from NewApiKey: the server generates the key
-            continue
-        schema = spec.create.model_json_schema(ref_template=REF_TEMPLATE)
-        schemas.update(schema.pop("$defs", {}))
-        schemas[spec.create.__name__] = schema
+        models = [patch_model(spec)]
+        if spec.kind != "api_key":  # created from NewApiKey: the server generates the key
+            models.append(spec.create)
+        for model in models:
+            schema = model.model_json_schema(ref_template=REF_TEMPLATE)
+            schemas.update(schema.pop("$defs", {}))
+            _claims_name_fields(schema, sorted(spec.create.model_fields))
+            schemas[model.__name__] = schema
     return schemas
+
+
+def _claims_name_fields(schema: dict[str, Any], fields: list[str]) -> None:
+    """``claims`` may only override fields the entity has (``ClaimsMatchFields``)."""
+    claims = schema["properties"].get("claims")
+    if claims is not None and claims.get("type") == "object":
+        claims["propertyNames"] = {"enum": fields}
 
 
 def _documented_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -79,7 +107,9 @@ def entity_router(kind: str) -> APIRouter:
     """The five routes of one kind."""
     plural = PLURALS[kind]
     router = APIRouter(prefix=f"/admin/{plural}", tags=[plural])
-    documented: dict[int | str, dict[str, Any]] = {200: {"model": SPECS[kind].public}}
+    spec = SPECS[kind]
+    read_responses: dict[int | str, dict[str, Any]] = {200: {"model": spec.public}, **errors(404)}
+    write_responses = {**read_responses, **errors(409)}
 
     @router.get("", summary=f"List {plural}")
     def list_entities(session: SessionDep, _caller: AdminCaller) -> dict[str, Any]:
@@ -91,15 +121,20 @@ def entity_router(kind: str) -> APIRouter:
         methods=["POST"],
         status_code=201,
         summary=f"Create one of {plural}",
-        responses={201: {"model": SPECS[kind].public}},
-        openapi_extra=None if kind == "api_key" else _documented_body(SPECS[kind].create),
+        responses={201: {"model": spec.public}, **errors(409)},
+        openapi_extra=None if kind == "api_key" else _documented_body(spec.create),
     )
 
-    @router.get("/{id:path}", summary=f"Read one of {plural}", responses=documented)
+    @router.get("/{id:path}", summary=f"Read one of {plural}", responses=read_responses)
     def get_entity(id: str, session: SessionDep, _caller: AdminCaller) -> dict[str, Any]:
         return read_one(session=session, kind=kind, id=id)
 
-    @router.patch("/{id:path}", summary=f"Change one of {plural}", responses=documented)
+    @router.patch(
+        "/{id:path}",
+        summary=f"Change one of {plural}",
+        responses=write_responses,
+        openapi_extra=_documented_body(patch_model(spec)),
+    )
     async def patch_entity(
         id: str, body: PatchBody, context: ContextDep, caller: AdminCaller
     ) -> dict[str, Any]:
@@ -110,9 +145,9 @@ def entity_router(kind: str) -> APIRouter:
             check=lambda: context.check_version(kind, id, body.version),
         )
 
-    @router.delete("/{id:path}", summary=f"Delete one of {plural}")
+    @router.delete("/{id:path}", summary=f"Delete one of {plural}", responses=errors(404, 409))
     async def delete_entity(
-        id: str, context: ContextDep, caller: AdminCaller, version: int | None = None
+        id: str, context: ContextDep, caller: AdminCaller, version: QueryVersion = None
     ) -> dict[str, Any]:
         await context.write(
             actor=caller.actor,
@@ -137,6 +172,8 @@ async def _create_key(body: NewApiKey, context: ContextDep, caller: AdminCaller)
     """The raw key is in this response and nowhere else, ever."""
     public, raw = await context.write(
         actor=caller.actor,
-        operation=lambda w: w.create_api_key(id=body.id, tenant=body.tenant, scopes=body.scopes),
+        operation=lambda w: w.create_api_key(
+            id=body.id, tenant=body.tenant, scopes=list(body.scopes)
+        ),
     )
     return {**public, "key": raw}

@@ -6,7 +6,7 @@ RegistryError                 -> GatewayError
 ├── ConflictError             -> Conflict 409
 └── BusyError                 -> RegistryBusy 503 (with Retry-After)
 RequestValidationError        -> BadRequest 400 (param = the field, message names it)
-HTTPException 404/405/...     -> NotFound / MethodNotAllowed / the same status
+HTTPException 404/405/...     -> NotFound / MethodNotAllowed (with Allow) / the same status
 anything else                 -> GatewayError 500 (no internals in the message)
 """
 
@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from registry.service import (
     BusyError,
@@ -32,19 +33,13 @@ from router.errors import (
     BadRequest,
     Conflict,
     GatewayError,
+    MethodNotAllowed,
     NotFound,
     RegistryBusy,
 )
 
 _LOCATIONS = ("body", "query", "path", "header")
-
-
-class MethodNotAllowed(GatewayError):
-    """405: ``router.errors`` has no class for it; kept here until it does."""
-
-    status = 405
-    type = "invalid_request_error"
-    code = "method_not_allowed"
+METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -86,6 +81,8 @@ def render(error: GatewayError) -> Response:
         headers = {"WWW-Authenticate": "Bearer"}
     elif isinstance(error, RegistryBusy):
         headers = {"Retry-After": str(error.retry_after_s)}
+    elif isinstance(error, MethodNotAllowed):
+        headers = {"Allow": ", ".join(error.allow)}
     return Response(
         error.body(), status_code=error.status, media_type="application/json", headers=headers
     )
@@ -111,11 +108,25 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return render(NotFound(f"no such endpoint: {request.method} {request.url.path}"))
     if exc.status_code == 405:
-        return render(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"))
+        allowed = allowed_methods(request)
+        message = f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}"
+        return render(MethodNotAllowed(message, allow=allowed))
     error = GatewayError(str(exc.detail))
     response = render(error)
     response.status_code = exc.status_code
     return response
+
+
+def allowed_methods(request: Request) -> tuple[str, ...]:
+    """Every method some route serves on this path (RFC 9110 ``Allow``). Starlette's own 405
+    names only the first matching route's, and a path has one route per method here; routes
+    sit in included routers, so each method is asked of every route (``BaseRoute.matches``)."""
+    allowed = []
+    for method in METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.routes):
+            allowed.append(method)
+    return tuple(allowed)
 
 
 async def _unexpected_error(_request: Request, _exc: Exception) -> Response:

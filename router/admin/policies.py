@@ -20,14 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
+from registry.models import Classification
 from registry.service import get_policy, list_decisions, list_policies
 from registry.snapshot import PolicySnap
+from registry.validation import INT32_MAX, Moment, Purpose, Region
+from router.admin.openapi import errors
 from router.deps import AdminCaller, AuditCaller, ContextDep, SessionDep
 from router.errors import BadRequest, NotFound
 from router.policy import (
@@ -47,38 +49,39 @@ from router.policy.lint import check_against_registry
 from router.table import RoutingTable
 
 DRAFT_VERSION = 0  # what-if and tests report a draft as policy version 0
+PolicyVersion = Annotated[int, Path(ge=1, le=INT32_MAX)]  # an INTEGER column
 
 
 class PolicyIn(BaseModel):
     name: str = Field("policy", min_length=1, max_length=200)
     format: Literal["yaml", "cedar"] = "yaml"
-    source: str
+    source: str = Field(min_length=1)
     activate: bool = False
 
 
 class DraftIn(BaseModel):
     format: Literal["yaml", "cedar"] = "yaml"
-    source: str
+    source: str = Field(min_length=1)
 
 
 class ExplainIn(BaseModel):
     tenant: str
     model: str = Field(description="A route name, model id or deployment id")
     action: Literal["infer", "embed"] = "infer"
-    classification: str | None = None
-    purpose: str | None = None
-    caller_region: str | None = None
+    classification: Classification | None = None
+    purpose: Purpose | None = None
+    caller_region: Region | None = None
 
 
 class WhatIfIn(DraftIn):
     last: int = Field(1000, ge=1, le=100_000, description="Replay the last N decisions")
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
     tenant: str | None = None
 
 
 class PolicyTestsIn(BaseModel):
-    tests: str = Field(description="The policy test file (YAML)")
+    tests: str = Field(min_length=1, description="The policy test file (YAML)")
     policy: DraftIn | None = Field(None, description="Default: the active policy")
 
 
@@ -90,11 +93,22 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
     def get_policies(session: SessionDep, _caller: AuditCaller) -> dict[str, Any]:
         return {"object": "list", "data": list_policies(session=session)}
 
-    @router.get("/policies/{version}", summary="One policy version with its source")
-    def get_one(version: int, session: SessionDep, _caller: AuditCaller) -> dict[str, Any]:
+    @router.get(
+        "/policies/{version:int}",
+        summary="One policy version with its source",
+        responses=errors(404),
+    )
+    def get_one(
+        version: PolicyVersion, session: SessionDep, _caller: AuditCaller
+    ) -> dict[str, Any]:
         return get_policy(session=session, version=version)
 
-    @router.post("/policies", status_code=201, summary="Validate and save a policy version")
+    @router.post(
+        "/policies",
+        status_code=201,
+        summary="Validate and save a policy version",
+        responses=errors(409),
+    )
     async def post_policy(
         body: PolicyIn, context: ContextDep, caller: AdminCaller
     ) -> dict[str, Any]:
@@ -107,8 +121,14 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
         )
         return {**saved, "warnings": warnings}
 
-    @router.post("/policies/{version}/activate", summary="Make a saved version the active one")
-    async def activate(version: int, context: ContextDep, caller: AdminCaller) -> dict[str, Any]:
+    @router.post(
+        "/policies/{version:int}/activate",
+        summary="Make a saved version the active one",
+        responses=errors(404, 409),
+    )
+    async def activate(
+        version: PolicyVersion, context: ContextDep, caller: AdminCaller
+    ) -> dict[str, Any]:
         return await context.write(
             actor=caller.actor, operation=lambda w: w.activate_policy(version=version)
         )
@@ -128,7 +148,11 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
     def presets(_caller: AuditCaller) -> dict[str, Any]:
         return {"object": "list", "data": [asdict(p) for p in list_presets()]}
 
-    @router.post("/explain", summary="Every candidate deployment, allowed or denied, and why")
+    @router.post(
+        "/explain",
+        summary="Every candidate deployment, allowed or denied, and why",
+        responses=errors(404),
+    )
     def post_explain(body: ExplainIn, caller: AuditCaller) -> dict[str, Any]:
         caller.readable_tenant(body.tenant, param="tenant")
         table = current_table()

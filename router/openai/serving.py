@@ -24,10 +24,13 @@ from registry.keys import hash_key
 from registry.snapshot import DeploymentSnap, KeySnap
 from router.departure import Departure
 from router.errors import (
+    INCORRECT_API_KEY,
+    MISSING_API_KEY,
     AuthenticationFailed,
     BadRequest,
     GatewayError,
     InternalError,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
@@ -150,7 +153,8 @@ async def serve_v1(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
     try:
         await _dispatch(gateway, exchange, scope, receive, send)
     except GatewayError as error:
-        await _fail(send, exchange, error.status, error.error_code, error.body())
+        allow = error.allow if isinstance(error, MethodNotAllowed) else ()
+        await _fail(send, exchange, error.status, error.error_code, error.body(), allow)
     except UpstreamHTTPError as error:  # non-transient: see _rejection
         status, body = _rejection(error, exchange.request_id)
         await _fail(send, exchange, status, "upstream_rejected", body)
@@ -169,10 +173,17 @@ async def serve_v1(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
             exchange.close()
 
 
-async def _fail(send: Send, exchange: Exchange, status: int, code: str | None, body: bytes) -> None:
+async def _fail(
+    send: Send,
+    exchange: Exchange,
+    status: int,
+    code: str | None,
+    body: bytes,
+    allow: tuple[str, ...] = (),
+) -> None:
     exchange.status = "denied" if status == 403 else "error"
     exchange.http_status, exchange.error_code = status, code
-    await _send_error(send, exchange, status, body)
+    await _send_error(send, exchange, status, body, allow)
 
 
 async def _dispatch(
@@ -189,9 +200,7 @@ async def _dispatch(
         await _serve_models(exchange, path, method, headers, send)
         return
     if method != "POST":
-        raise BadRequest(
-            f"Invalid method {method} for {path}; use POST.", code="method_not_allowed"
-        )
+        raise MethodNotAllowed(f"Invalid method {method} for {path}; use POST.", allow=("POST",))
     await _serve_operation(gateway, exchange, operation, headers, receive, send)
 
 
@@ -223,14 +232,13 @@ class RequestHeaders:
 def authenticate(table: RoutingTable, values: list[bytes]) -> KeySnap:
     if len(set(values)) > 1:
         raise BadRequest("Send one Authorization header, not several.", code="invalid_header")
-    authorization = values[0] if values else None
-    if not authorization or authorization[:7].lower() != b"bearer ":  # scheme: any case
-        raise AuthenticationFailed(
-            "You didn't provide an API key. Send it as `Authorization: Bearer <key>`."
-        )
-    key = table.key(hash_key(authorization[7:].strip().decode("latin-1")))
+    scheme, _, token = (values[0] if values else b"").strip().partition(b" ")
+    token = token.strip()
+    if scheme.lower() != b"bearer" or not token:  # scheme: any case; "Bearer " is no key
+        raise AuthenticationFailed(MISSING_API_KEY)
+    key = table.key(hash_key(token.decode("latin-1")))
     if key is None or not key.enabled:
-        raise AuthenticationFailed("Incorrect API key provided.")
+        raise AuthenticationFailed(INCORRECT_API_KEY)
     if "inference" not in key.scopes:
         raise PermissionDenied("This API key does not have the `inference` scope.")
     return key
@@ -416,7 +424,7 @@ async def _serve_models(
     send: Send,
 ) -> None:
     if method != "GET":
-        raise BadRequest(f"Invalid method {method} for {path}; use GET.", code="method_not_allowed")
+        raise MethodNotAllowed(f"Invalid method {method} for {path}; use GET.", allow=("GET",))
     assert exchange.key is not None
     context = request_context(exchange.table, exchange.key, headers)
     visible = visible_models(exchange.table, exchange.key.tenant_id, context)
@@ -451,9 +459,15 @@ def _too_large(max_bytes: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"Request body larger than {max_bytes} bytes.")
 
 
-async def _send_error(send: Send, exchange: Exchange, status: int, body: bytes) -> None:
+async def _send_error(
+    send: Send, exchange: Exchange, status: int, body: bytes, allow: tuple[str, ...] = ()
+) -> None:
     headers = _response_headers(exchange, JSON, status)
     headers.append((b"content-length", str(len(body)).encode()))
+    if allow:  # RFC 9110: a 405 names the methods the path serves
+        headers.append((b"allow", ", ".join(allow).encode()))
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     exchange.close()
     await send({"type": "http.response.body", "body": body})

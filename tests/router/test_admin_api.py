@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from registry.service import insert_decisions, write_transaction
 from router.admin import build_admin_app
+from router.errors import INCORRECT_API_KEY, MISSING_API_KEY
 from router.settings import Settings
 from tests.servers import serve_app
 
@@ -72,9 +73,12 @@ def test_a_key_is_required(admin: Admin) -> None:
         with admin.client(key) as client:
             error = error_of(client.get("/admin/organizations"), 401)
         assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_api_key")
+        assert error["message"] == (MISSING_API_KEY if key is None else INCORRECT_API_KEY)
     with admin.client(None) as client:
-        response = client.get("/admin/organizations", headers={"Authorization": "Basic abc"})
-    assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+        for authorization in ("Basic abc", "Bearer"):  # "Bearer ": test_v1_api (raw socket)
+            response = client.get("/admin/organizations", headers={"Authorization": authorization})
+            assert error_of(response, 401)["message"] == MISSING_API_KEY
+            assert response.headers["www-authenticate"] == "Bearer"
 
 
 def test_scopes_decide_what_a_key_may_do(admin: Admin) -> None:
@@ -169,7 +173,13 @@ def test_validation_errors_name_the_field(admin: Admin) -> None:
 def test_unknown_paths_and_methods_use_the_envelope(admin: Admin) -> None:
     with admin.client() as client:
         assert error_of(client.get("/admin/nothing-here"), 404)["code"] == "not_found"
-        assert error_of(client.put("/admin/models"), 405)["code"] == "method_not_allowed"
+        put = client.put("/admin/models")
+        assert error_of(put, 405)["code"] == "method_not_allowed"
+        # every method of the path (one route per method), not only the first route's
+        assert put.headers["allow"] == "GET, POST"
+        trace = client.request("TRACE", "/admin/models/meta/llama")
+        assert error_of(trace, 405)["code"] == "method_not_allowed"
+        assert trace.headers["allow"] == "DELETE, GET, PATCH"
         assert (
             error_of(client.get("/admin/tenants/ghost"), 404)["message"]
             == "tenant 'ghost' not found"

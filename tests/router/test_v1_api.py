@@ -7,6 +7,8 @@ their own upstreams and uniquely named deployments, so nothing leaks between tes
 
 from __future__ import annotations
 
+import json
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -392,10 +394,56 @@ def test_invalid_json_is_400(gw: RunningGateway, content: bytes) -> None:
     assert_envelope(response, 400, type="invalid_request_error", code=None)
 
 
-def test_wrong_method_is_400(gw: RunningGateway) -> None:
+def test_wrong_method_is_405_with_allow(gw: RunningGateway) -> None:
     with gw.http() as http:
         response = http.get("/v1/chat/completions")
-    assert_envelope(response, 400, type="invalid_request_error", code="method_not_allowed")
+        assert_envelope(response, 405, type="invalid_request_error", code="method_not_allowed")
+        assert response.headers["allow"] == "POST"
+        response = http.request("TRACE", "/v1/models")
+        assert_envelope(response, 405, type="invalid_request_error", code="method_not_allowed")
+        assert response.headers["allow"] == "GET"
+
+
+def raw_request(url: str, request: bytes) -> tuple[int, dict[str, Any]]:
+    """Send ``request`` as written (httpx refuses a header value ending in a space, which is
+    exactly what curl sends for ``-H "Authorization: Bearer $UNSET"``)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize("authorization", [b"Bearer ", b"Bearer", b"bearer    "])
+def test_an_empty_bearer_is_a_missing_key_on_both_surfaces(
+    gw: RunningGateway, authorization: bytes
+) -> None:
+    """``curl -H "Authorization: Bearer $PR_KEY"`` with the variable unset: the same 401, the
+    same words (OpenAI's "You didn't provide an API key"), on /v1 and on /admin."""
+    errors = []
+    for method, path in ((b"GET", b"/v1/models"), (b"GET", b"/admin/version")):
+        request = (
+            method + b" " + path + b" HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
+            b"Authorization: " + authorization + b"\r\n\r\n"
+        )
+        status, body = raw_request(gw.url, request)
+        assert status == 401, body
+        errors.append(body["error"])
+    assert errors[0] == errors[1]
+    assert (errors[0]["type"], errors[0]["code"]) == ("invalid_request_error", "invalid_api_key")
+    assert errors[0]["message"].startswith("You didn't provide an API key.")
+
+
+def test_a_wrong_key_is_worded_alike_on_both_surfaces(gw: RunningGateway) -> None:
+    with gw.http("pr-not-a-registered-key-00000000000") as http:
+        v1, admin = http.get("/v1/models"), http.get("/admin/version")
+    assert v1.status_code == admin.status_code == 401
+    assert v1.json() == admin.json()
+    assert v1.json()["error"]["message"] == "Incorrect API key provided."
+    assert v1.headers["www-authenticate"] == admin.headers["www-authenticate"] == "Bearer"
 
 
 def test_auth_scheme_is_case_insensitive(gw: RunningGateway) -> None:
