@@ -33,6 +33,7 @@ from bench.run import (
     Runner,
     cpu_s,
     free_port,
+    gateway_argv,
     log,
     wait_ready,
 )
@@ -75,27 +76,6 @@ def gateway_env(database_url: str, admin_key: str, mode: str, out: str) -> dict[
         "PROVENANCE_ROUTER_SIGNING_KEY_DIR": os.path.join(out, "signing"),
         "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
     }
-
-
-def gateway_argv(port: int) -> list[str]:
-    return [
-        PY,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "router.asgi:create_app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
 
 
 def measure_mode(

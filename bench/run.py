@@ -123,6 +123,30 @@ def pin_self() -> None:
         os.sched_setaffinity(0, {CLIENT_CPU})
 
 
+def gateway_argv(port: int) -> list[str]:
+    """The gateway as a benchmark runs it: uvicorn with the app factory, uvloop, httptools."""
+    return [
+        PY,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "router.asgi:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--lifespan",
+        "on",
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -600,28 +624,6 @@ class Bench:
             "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
         }
 
-    def gateway_argv(self, port: int) -> list[str]:
-        return [
-            PY,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "router.asgi:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "--lifespan",
-            "on",
-        ]
-
     def start_gateway(self, name: str = "gateway") -> Target:
         db = os.path.join(self.out, f"gateway-{self.part}.db")
         if "gateway_seed" not in self.meta:
@@ -639,7 +641,7 @@ class Bench:
         port = free_port()
         # cwd = the output dir: no stray provenance-router.env is picked up
         proc = self.runner.start(
-            name, self.gateway_argv(port), SERVER_CPU, env=self.gateway_env(db), cwd=self.out
+            name, gateway_argv(port), SERVER_CPU, env=self.gateway_env(db), cwd=self.out
         )
         startup = wait_ready(self.runner, proc, f"http://127.0.0.1:{port}/health")
         return Target(name, proc, f"http://127.0.0.1:{port}", self.key, startup)
