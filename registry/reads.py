@@ -317,13 +317,16 @@ def _canonical(row: RowMapping, name: str, normalise: Callable[[str], str]) -> A
     """A stored fact in its canonical spelling. One that no longer maps (written before the
     vocabulary, or by hand in SQL) is reported and read as unknown: it fails closed, and is never
     kept as text that no rule matches."""
-    value = row[name]
+    return _mapped(row[name], normalise, f"{name} of {_row_id(row)}")
+
+
+def _mapped(value: str | None, normalise: Callable[[str], str], what: str) -> str | None:
     if value is None:
         return None
     try:
         return normalise(value)
     except ValueError as error:
-        log.warning("registry: %s of %s is read as unknown: %s", name, _row_id(row), error)
+        log.warning("registry: %s is read as unknown: %s", what, error)
         return None
 
 
@@ -444,17 +447,11 @@ def _tenant(row: RowMapping) -> TenantSnap:
         default_classification=row["default_classification"],
         attributes=dict(row["attributes"]),
         purposes=frozenset(
-            p for p in (_canonical_purpose(row, value) for value in row["purposes"] or ()) if p
+            purpose
+            for value in row["purposes"] or ()
+            if (purpose := _mapped(value, check_purpose, f"a purpose of tenant {row['id']}"))
         ),
     )
-
-
-def _canonical_purpose(row: RowMapping, value: str) -> str | None:
-    try:
-        return check_purpose(value)
-    except ValueError as error:
-        log.warning("registry: a purpose of tenant %s is ignored: %s", row["id"], error)
-        return None
 
 
 def _key(row: RowMapping) -> KeySnap:

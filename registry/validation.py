@@ -54,12 +54,8 @@ ENV_VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 URL_RE = re.compile(r"https?://[^\s/$.?#][^\s]*", re.IGNORECASE)
 
 
-def check_country(value: str) -> str:
-    return normalise_country(value)
-
-
-def check_license_id(value: str) -> str:
-    return normalise_license(value)
+check_country = normalise_country
+check_license_id = normalise_license
 
 
 def check_region(value: str) -> str:
