@@ -1,9 +1,11 @@
-"""Per-response cost of the signed receipt (``router.receipts.issue``), timed with ``timeit``.
+"""Per-response cost of the signed receipt (``router.receipts``), timed with ``timeit``.
 
     sign          Ed25519 signature of a typical payload (``Signer.sign``, OpenSSL via
                   ``cryptography``)
-    encode        the canonical JSON payload (orjson, sorted keys) and base64url
-    issue         the whole receipt as the hot path makes it: encode + sign + base64url
+    payload       the canonical JSON payload (orjson, sorted keys)
+    batch_N       per receipt, when N responses start in one turn of the event loop and share
+                  one signature (``sign_batch``: salts, Merkle tree, signature, base64url);
+                  batch_1 is a request at a time
     verify        what a client pays to check one (not on the gateway's path)
 
 Each figure is the median of 7 ``timeit`` repeats, in microseconds per call.
@@ -14,12 +16,10 @@ Each figure is the median of 7 ``timeit`` repeats, in microseconds per call.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import statistics
 import sys
 import tempfile
-import time
 import timeit
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from router.receipts import issue, verify_receipt  # noqa: E402
+from router.receipts import payload, sign_batch, verify_receipt  # noqa: E402
 from router.signing import load_or_create_signer  # noqa: E402
 
 FIELDS: dict[str, Any] = {
@@ -48,32 +48,28 @@ def per_call_us(fn: Any, number: int = 2000, repeat: int = 7) -> float:
 
 
 def measure() -> dict[str, float]:
-    import orjson
-
     with tempfile.TemporaryDirectory() as tmp:
         signer = load_or_create_signer(Path(tmp))
-    payload = orjson.dumps(
-        {"v": 1, "kid": signer.key_id, "iat": int(time.time()), **FIELDS},
-        option=orjson.OPT_SORT_KEYS,
-    )
-    receipt = issue(signer, **FIELDS).decode()
+    data = payload(signer, **FIELDS)
+    receipt = sign_batch(signer, [data])[0].decode()
     keys = {signer.key_id: signer.public_pem()}
-
-    def encode() -> bytes:
-        body = orjson.dumps(
-            {"v": 1, "kid": signer.key_id, "iat": int(time.time()), **FIELDS},
-            option=orjson.OPT_SORT_KEYS,
-        )
-        return base64.urlsafe_b64encode(body).rstrip(b"=")
-
-    return {
-        "payload_bytes": len(payload),
+    result: dict[str, float] = {
+        "payload_bytes": len(data),
         "header_bytes": len(receipt),
-        "sign_us": per_call_us(lambda: signer.sign(payload)),
-        "encode_us": per_call_us(encode),
-        "issue_us": per_call_us(lambda: issue(signer, **FIELDS)),
-        "verify_us": per_call_us(lambda: verify_receipt(receipt, keys), number=500),
+        "sign_us": per_call_us(lambda: signer.sign(data)),
+        "payload_us": per_call_us(lambda: payload(signer, **FIELDS)),
     }
+    for size in BATCH_SIZES:
+        batch = [data] * size
+        result[f"batch_{size}_us"] = round(
+            per_call_us(lambda b=batch: sign_batch(signer, b), number=max(20, 2000 // size)) / size,
+            2,
+        )
+    result["verify_us"] = per_call_us(lambda: verify_receipt(receipt, keys), number=500)
+    return result
+
+
+BATCH_SIZES = (1, 4, 16, 64)
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ from router.audit_journal import Journal
 from router.departure import DepartureWatch
 from router.health import BackendHealth
 from router.policy import PolicyEngine
+from router.receipts import BatchSigner
 from router.settings import Settings, resolve_secret
 from router.signing import Signer, load_or_create_signer
 from router.table import RoutingTable, build_table
@@ -85,6 +86,7 @@ class Gateway:
         )
         self.departures = DepartureWatch(settings.disconnect_check_s)
         self.signer: Signer | None = None
+        self.receipts: BatchSigner | None = None  # signs /v1 responses' receipts, in batches
         self.rng = random.Random()
         self.request_ids = request_ids()
         self.local_urls: dict[str, str] = {}
@@ -120,6 +122,7 @@ class Gateway:
         )
         self._adapters = {"openai": compat, "local": compat}
         self.signer = await asyncio.to_thread(load_or_create_signer, self.settings.signing_key_dir)
+        self.receipts = BatchSigner(self.signer)
         await self._start_audit()
         loop = asyncio.get_running_loop()
         self._poller = loop.create_task(self._poll(), name="registry-poll")

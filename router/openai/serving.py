@@ -47,7 +47,8 @@ from router.openai.protocol import (
 from router.openai.protocol import parse_body as parse_request
 from router.policy import CandidateDecision, RequestContext
 from router.receipts import HEADER as RECEIPT_HEADER
-from router.receipts import issue as issue_receipt
+from router.receipts import BatchSigner
+from router.receipts import payload as receipt_payload
 from router.routing import (
     AttemptLog,
     attempt_in_order,
@@ -56,7 +57,6 @@ from router.routing import (
     outcome_of,
     plan,
 )
-from router.signing import Signer
 from router.table import RoutingTable
 
 Scope = MutableMapping[str, Any]
@@ -89,7 +89,7 @@ class Exchange:
     request_id: str
     started: float
     table: RoutingTable
-    signer: Signer | None  # signs the response's receipt (None: the gateway has not started)
+    receipts: BatchSigner | None  # signs the response's receipt (None: not started yet)
     audit: Recorder
     key: KeySnap | None = None
     model: str | None = None
@@ -147,7 +147,7 @@ async def serve_v1(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
         next(gateway.request_ids),
         time.perf_counter(),
         gateway.table,
-        gateway.signer,
+        gateway.receipts,
         gateway.audit,
     )
     try:
@@ -328,7 +328,7 @@ async def _call_and_relay(
         await _relay_stream(exchange, response, send, departure)
 
 
-def _response_headers(
+async def _response_headers(
     exchange: Exchange, content_type: bytes, status: int
 ) -> list[tuple[bytes, bytes]]:
     """The headers every /v1 response starts with, its signed receipt included: this is the
@@ -338,15 +338,15 @@ def _response_headers(
     if exchange.chosen is not None:
         headers.extend(table.headers[exchange.chosen])
     headers.append((b"x-provenance-policy-version", str(table.policy_version).encode()))
-    if exchange.signer is not None:
-        headers.append((RECEIPT_HEADER, _receipt(exchange, exchange.signer, status)))
+    if exchange.receipts is not None:
+        headers.append((RECEIPT_HEADER, await _receipt(exchange, exchange.receipts, status)))
     return headers
 
 
-def _receipt(exchange: Exchange, signer: Signer, status: int) -> bytes:
+def _receipt(exchange: Exchange, receipts: BatchSigner, status: int) -> Awaitable[bytes]:
     table, decisions = exchange.table, exchange.decisions
-    return issue_receipt(
-        signer,
+    payload = receipt_payload(
+        receipts.signer,
         rid=exchange.request_id,
         tenant=exchange.key.tenant_id if exchange.key else None,
         model=clean_text(exchange.model) if exchange.model else exchange.model,  # as audited
@@ -356,11 +356,14 @@ def _receipt(exchange: Exchange, signer: Signer, status: int) -> bytes:
         decision=table.audit_evaluation(decisions).id if decisions else None,
         status=status,
     )
+    return receipts.receipt(payload)
 
 
 async def _relay_body(exchange: Exchange, response: UpstreamResponse, send: Send) -> None:
     body = response.body or b""
-    headers = _response_headers(exchange, response.content_type.encode("latin-1"), response.status)
+    headers = await _response_headers(
+        exchange, response.content_type.encode("latin-1"), response.status
+    )
     headers.append((b"content-length", str(len(body)).encode()))
     encoding = response.headers.get("content-encoding")
     if encoding:  # an upstream that compressed despite Accept-Encoding: identity
@@ -380,7 +383,9 @@ async def _relay_stream(
     that goes away closes the upstream at once (``departure``: a model stops generating for
     nobody)."""
     assert response.chunks is not None
-    headers = _response_headers(exchange, response.content_type.encode("latin-1"), response.status)
+    headers = await _response_headers(
+        exchange, response.content_type.encode("latin-1"), response.status
+    )
     headers.append((b"cache-control", b"no-cache"))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     exchange.status, exchange.http_status, exchange.responded = "ok", response.status, True
@@ -429,7 +434,7 @@ async def _serve_models(
     context = request_context(exchange.table, exchange.key, headers)
     visible = visible_models(exchange.table, exchange.key.tenant_id, context)
     body = model_list(visible) if path == "/v1/models" else one_model(visible, path[11:])
-    headers_out = _response_headers(exchange, JSON, 200)
+    headers_out = await _response_headers(exchange, JSON, 200)
     headers_out.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": 200, "headers": headers_out})
     await send({"type": "http.response.body", "body": body})
@@ -462,7 +467,7 @@ def _too_large(max_bytes: int) -> PayloadTooLarge:
 async def _send_error(
     send: Send, exchange: Exchange, status: int, body: bytes, allow: tuple[str, ...] = ()
 ) -> None:
-    headers = _response_headers(exchange, JSON, status)
+    headers = await _response_headers(exchange, JSON, status)
     headers.append((b"content-length", str(len(body)).encode()))
     if allow:  # RFC 9110: a 405 names the methods the path serves
         headers.append((b"allow", ", ".join(allow).encode()))

@@ -3,12 +3,14 @@
 Every ``/v1`` response (success, stream, denial, unknown model, bad key, upstream error) carries
 ``x-provenance-receipt``; ``provenance-router receipt verify`` (the real command line, through
 ``typer.testing.CliRunner``) accepts it against the published public key and refuses it when
-one byte of payload or signature changes. A receipt made before ``signing rotate`` still
-verifies against the old key, which stays published.
+one byte of payload, signature or proof changes. Concurrent responses share one signature
+(batch signing) and each still verifies alone. A receipt made before ``signing rotate`` still
+verifies against the old key, which stays published; so does a format 1 receipt.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +23,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from router.cli import app
-from router.receipts import ReceiptError, published_keys, split, verify_receipt
+from router.receipts import ReceiptError, published_keys, sign_batch, split, verify_receipt
+from router.signing import load_or_create_signer
 from tests.fakes import FakeUpstream
 from tests.router.conftest import RunningGateway, deployment
 
@@ -95,7 +98,7 @@ def test_a_success_carries_a_receipt_that_verifies(gw: RunningGateway, tmp_path:
     assert verified.exit_code == 0, verified.output
     payload = orjson.loads(verified.stdout)
     assert payload == {
-        "v": 1,
+        "v": 2,
         "kid": listing["current"],
         "rid": raw.headers["x-request-id"],
         "tenant": "apps",
@@ -208,25 +211,87 @@ def flip(text: str, index: int) -> str:
     return base64.urlsafe_b64encode(bytes(data)).rstrip(b"=").decode()
 
 
-@pytest.mark.parametrize("part", ["payload", "signature"])
+@pytest.mark.parametrize("part", [0, 1, 2], ids=["payload", "signature", "proof"])
 @pytest.mark.parametrize("where", [0, -1])
 def test_a_receipt_with_one_changed_byte_does_not_verify(
-    gw: RunningGateway, part: str, where: int
+    gw: RunningGateway, part: int, where: int
 ) -> None:
     raw = gw.openai().chat.completions.with_raw_response.create(
         model="receipted", messages=MESSAGES
     )
-    payload, signature = raw.headers["x-provenance-receipt"].split(".")
-    if part == "payload":
-        payload = flip(payload, where)
-    else:
-        signature = flip(signature, where)
-    tampered = f"{payload}.{signature}"
+    parts = raw.headers["x-provenance-receipt"].split(".")
+    assert len(parts) == 3
+    parts[part] = flip(parts[part], where)
+    tampered = ".".join(parts)
 
     refused = cli("receipt", "verify", tampered, "--keys-url", gw.url + WELL_KNOWN)
 
     assert refused.exit_code == 1, refused.output
     assert "NOT valid" in refused.stderr and refused.stdout == ""
+
+
+@pytest.mark.anyio
+async def test_concurrent_responses_share_one_signature_and_each_verifies(
+    gw: RunningGateway,
+) -> None:
+    """Responses that start in the same turn of the gateway's event loop are signed together
+    (one signature over their Merkle tree); each receipt proves its own payload alone, and one
+    receipt's proof does not prove another's payload."""
+    async with gw.async_openai() as client:
+        responses = await asyncio.gather(
+            *(
+                client.chat.completions.with_raw_response.create(
+                    model="receipted", messages=MESSAGES
+                )
+                for _ in range(24)
+            )
+        )
+    receipts = [r.headers["x-provenance-receipt"] for r in responses]
+    keys = public_keys(gw)
+
+    claims = [verify_receipt(receipt, keys) for receipt in receipts]
+    signatures = [receipt.split(".")[1] for receipt in receipts]
+
+    assert len({c["rid"] for c in claims}) == 24
+    assert len(set(signatures)) < 24  # at least two responses shared a signature
+    first, second = (r.split(".") for r in receipts[:2])
+    with pytest.raises(ReceiptError):  # a proof is bound to its own payload
+        verify_receipt(".".join((second[0], first[1], first[2])), keys)
+
+
+def test_a_format_1_receipt_still_verifies(gw: RunningGateway, tmp_path: Path) -> None:
+    """Receipts issued before batch signing (format 1: the signature covers the payload
+    bytes) stay verifiable; a format 1 payload cannot pass as format 2 or the reverse."""
+    signer = load_or_create_signer(tmp_path / "old-key")
+    claims = {"v": 1, "kid": signer.key_id, "rid": "req_old", "status": 200}
+    data = orjson.dumps(claims, option=orjson.OPT_SORT_KEYS)
+    old = f"{b64(data)}.{b64(signer.sign(data))}"
+    keys = {signer.key_id: signer.public_pem()}
+
+    assert verify_receipt(old, keys) == claims
+    with pytest.raises(ReceiptError, match="format version"):
+        verify_receipt(old + "." + b64(b"x" * 24), keys)
+    current = gw.openai().models.with_raw_response.list().headers["x-provenance-receipt"]
+    with pytest.raises(ReceiptError, match="format version"):
+        verify_receipt(".".join(current.split(".")[:2]), public_keys(gw))
+
+
+def test_a_receipt_names_the_size_of_the_tree_its_signature_covers(tmp_path: Path) -> None:
+    signer = load_or_create_signer(tmp_path / "key")
+    keys = {signer.key_id: signer.public_pem()}
+    payloads = [orjson.dumps({"kid": signer.key_id, "rid": f"r{i}", "v": 2}) for i in range(12)]
+    receipts = [r.decode() for r in sign_batch(signer, payloads)]
+
+    assert [verify_receipt(r, keys)["rid"] for r in receipts] == [f"r{i}" for i in range(12)]
+    data, signature, proof = receipts[0].split(".")
+    raw = bytearray(base64.urlsafe_b64decode(proof + "=" * (-len(proof) % 4)))
+    raw[23] += 1  # tree size 12 -> 13: the same path fits, the signed size does not
+    with pytest.raises(ReceiptError, match="altered"):
+        verify_receipt(f"{data}.{signature}.{b64(bytes(raw))}", keys)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def test_a_changed_character_or_garbage_does_not_verify(gw: RunningGateway) -> None:
