@@ -9,8 +9,9 @@ while the gateway is broken):
     procs     processes and the machine: pinning, start/stop, CPU and RSS readers, readiness
     tools     wrk, the tools venv (LiteLLM proxy, py-spy), Portkey's gateway (npm), versions
     load      the load generator (wrk + post.lua, or loadgen.py) and the RSS sampler
-    targets   Target and Bench: each server under test started, validated, its results saved
-    measure   the measured parts (nonstream, stream, other, smoke)
+    targets   Target and Bench: each server under test started, its results saved
+    checks    one validated request per target and kind; a failing peer is recorded, skipped
+    measure   the measured parts (nonstream, stream, other, smoke), failed cells recorded
     parts     micro (start-up, idle RSS, policy), soak; profile: py-spy under load
     analysis  results-*.json -> one row per cell; verdicts: the targets of record
     report    table.md, results.json, publishing to docs/benchmarks.md

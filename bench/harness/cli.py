@@ -9,6 +9,8 @@ Targets, all in front of the same mock backend (``mock_backend.py``):
     raw-asgi  -> ``passthrough_raw.py`` (raw ASGI + one aiohttp session: the Python ceiling) -> mock
     raw-http1 -> the same passthrough with the gateway's own HTTP client (adapters/http1.py) -> mock
     litellm   -> LiteLLM proxy 1.106.2 (its own venv, made by ``--part setup``) -> mock
+    portkey   -> Portkey's gateway 1.15.2 on Node (npm, into <out>/portkey by ``--part setup``)
+              -> mock; a cell it fails is recorded as failed, with its error, not fatal
 
 Pinning: servers under test on CPU 0; mock backends, load generator and this driver on CPU 1.
 
@@ -29,7 +31,7 @@ Usage (from the repository root, with the project's Python, e.g. ``.venv/bin/pyt
 
 Knobs: --duration (10 s per cell), --warmup (2 s), --reps (3, alternated A B C A B C),
 --targets, --generator (auto|wrk|python), --chunks (20); env BENCH_TOOLS_VENV (where setup puts
-LiteLLM's proxy and py-spy; default /tmp/pr-bench-litellm).
+LiteLLM's proxy and py-spy; default /tmp/pr-bench-litellm). Portkey's gateway needs node and npm.
 """
 
 from __future__ import annotations
@@ -133,7 +135,11 @@ def main(argv: list[str] | None = None) -> None:
         t = time.time()
         log(f"=== part {part}")
         if part == "setup":
-            info = setup_tools(need_litellm="litellm" in args.targets)
+            info = setup_tools(
+                need_litellm="litellm" in args.targets,
+                need_portkey="portkey" in args.targets,
+                out=args.out,
+            )
             log("setup", json.dumps(info))
         elif part in SCENARIOS or part == "smoke":
             part_measure(args, part)

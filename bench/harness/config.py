@@ -12,10 +12,12 @@ PY = sys.executable
 TOOLS_VENV = os.environ.get("BENCH_TOOLS_VENV", "/tmp/pr-bench-litellm")
 LITELLM_PIN = "litellm[proxy]==1.106.2"  # 1.82.7 / 1.82.8 were malicious: exact pin only
 PYSPY_PIN = "py-spy==0.4.3"
+# Portkey's open-source gateway (Node), installed with npm into the run's own folder (issue 18)
+PORTKEY_PACKAGE, PORTKEY_VERSION = "@portkey-ai/gateway", "1.15.2"
 SERVER_CPU, CLIENT_CPU = 0, 1
 CLK = os.sysconf("SC_CLK_TCK")
 DROP = "\0drop"  # an env value that removes the variable from a child's environment
-ALL_TARGETS = ("direct", "gateway", "raw-asgi", "raw-http1", "litellm")
+ALL_TARGETS = ("direct", "gateway", "raw-asgi", "raw-http1", "litellm", "portkey")
 PARTS = ("setup", "nonstream", "stream", "other", "micro", "profile")  # the full run, in order
 # (scenario, kind, concurrency): kind picks the body and the mock
 SCENARIOS = {

@@ -32,10 +32,20 @@ class Load:
     def name(self) -> str:
         return "wrk" if self.wrk else "loadgen.py"
 
-    def run(self, url: str, conc: int, seconds: float, kind: str, auth: str) -> dict[str, Any]:
+    def run(
+        self,
+        url: str,
+        conc: int,
+        seconds: float,
+        kind: str,
+        auth: str,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         pre = ["taskset", "-c", str(CLIENT_CPU)] if pinnable() and shutil.which("taskset") else []
+        lines = [f"{k}: {v}" for k, v in (headers or {}).items()]
         if self.wrk:
             env = dict(os.environ, WRK_BODY_FILE=self.bodies[kind], WRK_AUTH=auth)
+            env["WRK_HEADERS"] = "\n".join(lines)
             cmd = [
                 *pre,
                 self.wrk,
@@ -64,6 +74,7 @@ class Load:
                 self.bodies[kind],
                 "--auth",
                 auth,
+                *(f"--header={line}" for line in lines),
             ]
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 90)
         for line in r.stdout.splitlines():

@@ -8,41 +8,33 @@ import os
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
+from bench.harness.checks import check_all
 from bench.harness.config import HERE, PY, ROOT, SERVER_CPU, log
 from bench.harness.load import Load
 from bench.harness.procs import hwm_mb, pinnable, rss_mb
-from bench.harness.targets import Bench, audit_rows
+from bench.harness.targets import Bench, Target, audit_rows
 from bench.harness.tools import machine, versions
 
 
 def part_micro(args: argparse.Namespace) -> None:
     """Startup to ready (repeated), idle RSS, and the policy decision micro-benchmark."""
     bench = Bench(args, "micro")
-    bench.meta["versions"], bench.meta["machine"] = versions(), machine()
+    bench.meta["versions"], bench.meta["machine"] = versions(args.out), machine()
     reps = max(3, args.reps + 2)
     try:
         bench.start_mocks()
-        starts: dict[str, list[float]] = {"gateway": [], "raw-asgi": []}
-        idle: dict[str, list[float]] = {"gateway": [], "raw-asgi": []}
+        starts: dict[str, list[float]] = {}
+        idle: dict[str, list[float]] = {}
         for _ in range(reps):
             for name, starter in (("gateway", bench.start_gateway), ("raw-asgi", bench.start_raw)):
-                t = starter()
-                starts[name].append(round(t.startup_s or 0, 3))
-                time.sleep(2)
-                assert t.proc is not None
-                idle[name].append(round(rss_mb(t.proc.pid), 1))
-                bench.runner.stop(t.proc)
-        if "litellm" in args.targets:
-            starts["litellm"], idle["litellm"] = [], []
-            for _ in range(2):
-                t = bench.start_litellm()
-                starts["litellm"].append(round(t.startup_s or 0, 3))
-                time.sleep(2)
-                assert t.proc is not None
-                idle["litellm"].append(round(rss_mb(t.proc.pid), 1))
-                bench.runner.stop(t.proc)
+                start_and_stop(bench, name, starter, starts, idle)
+        peers = {"litellm": bench.start_litellm, "portkey": bench.start_portkey}
+        for name in (n for n in peers if n in args.targets):
+            for _ in range(2):  # the peers start slowly: two starts each
+                start_and_stop(bench, name, peers[name], starts, idle)
         bench.meta["startup_runs_s"], bench.meta["rss_idle_runs_mb"] = starts, idle
         bench.meta["startup_s"] = {k: statistics.median(v) for k, v in starts.items() if v}
         bench.meta["rss_idle_mb"] = {k: statistics.median(v) for k, v in idle.items() if v}
@@ -73,11 +65,27 @@ def part_micro(args: argparse.Namespace) -> None:
         bench.runner.stop_all()
 
 
+def start_and_stop(
+    bench: Bench,
+    name: str,
+    starter: Callable[[], Target],
+    starts: dict[str, list[float]],
+    idle: dict[str, list[float]],
+) -> None:
+    """One start to ready, the idle RSS 2 s later, then stop."""
+    t = starter()
+    starts.setdefault(name, []).append(round(t.startup_s or 0, 3))
+    time.sleep(2)
+    assert t.proc is not None
+    idle.setdefault(name, []).append(round(rss_mb(t.proc.pid), 1))
+    bench.runner.stop(t.proc)
+
+
 def part_soak(args: argparse.Namespace) -> None:
     """Closed-loop load on the gateway in 10 s slices (chat, stream, embeddings in turn) until
     ``--soak-requests`` or ``--soak-minutes``; RSS after every slice (= every 10 s)."""
     bench = Bench(args, "soak")
-    bench.meta["versions"], bench.meta["machine"] = versions(), machine()
+    bench.meta["versions"], bench.meta["machine"] = versions(args.out), machine()
     load = Load(args.out, args.generator)
     bench.meta["generator"] = load.name
     slice_s = 10
@@ -85,7 +93,7 @@ def part_soak(args: argparse.Namespace) -> None:
     try:
         bench.start_mocks()
         gw = bench.targets["gateway"] = bench.start_gateway()
-        bench.check_all()
+        check_all(bench)
         assert gw.proc is not None
         pid = gw.proc.pid
         t0, done, errors = time.time(), 0, 0

@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+from bench.harness.checks import check_all
 from bench.harness.config import CLIENT_CPU, HERE, PY, log
 from bench.harness.load import Load
 from bench.harness.procs import pinnable
@@ -18,10 +19,12 @@ from bench.harness.tools import machine, setup_tools, tool, versions
 
 
 def part_profile(args: argparse.Namespace) -> None:
-    """py-spy (--gil, raw collapsed stacks, 100 Hz) of the gateway and the ceiling under load."""
+    """py-spy (--gil, raw collapsed stacks, 100 Hz) of the gateway, the ceiling and the
+    gateway's own passthrough (raw-http1: its HTTP client and nothing else) under load, so the
+    per-stage CPU of the gateway can be read next to what a bare proxy spends."""
     setup_tools()
     bench = Bench(args, "profile")
-    bench.meta["versions"], bench.meta["machine"] = versions(), machine()
+    bench.meta["versions"], bench.meta["machine"] = versions(args.out), machine()
     load = Load(args.out, args.generator)
     seconds = args.profile_seconds
     profiles: dict[str, Any] = {}
@@ -29,7 +32,8 @@ def part_profile(args: argparse.Namespace) -> None:
         bench.start_mocks()
         bench.targets["gateway"] = bench.start_gateway()
         bench.targets["raw-asgi"] = bench.start_raw()
-        bench.check_all()
+        bench.targets["raw-http1"] = bench.start_raw("raw-http1")
+        check_all(bench)
         plan = [
             ("gateway", "chat", 16),
             ("gateway", "stream", 16),
@@ -37,6 +41,8 @@ def part_profile(args: argparse.Namespace) -> None:
             ("gateway", "chat", 1),
             ("raw-asgi", "chat", 16),
             ("raw-asgi", "stream", 16),
+            ("raw-http1", "chat", 16),
+            ("raw-http1", "stream", 16),
         ]
         for name, kind, conc in plan:
             target = bench.targets[name]

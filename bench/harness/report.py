@@ -60,27 +60,7 @@ def render(a: dict[str, Any], out: str) -> str:
             "log on. Each benchmark route lists denied candidates first."
         )
     L.append("")
-    L.append(
-        "| scenario | conc | target | req/s | min-max | p50 ms | p99 ms | added p50 vs direct "
-        "ms | vs raw-asgi | vs litellm | server CPU % | other load on CPU 0 % | errors |"
-    )
-    L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    names = {
-        "chat": "non-stream",
-        "stream": "stream",
-        "delay50": "non-stream, 50 ms backend",
-        "embeddings": "embeddings",
-    }
-    for r in a["rows"]:
-        L.append(
-            f"| {names.get(r['scenario'], r['scenario'])} | {r['conc']} | {r['target']} | "
-            f"{r['rps']:,.0f} | {r['rps_min']:,.0f}-{r['rps_max']:,.0f} | {r['p50_ms']:.2f} | "
-            f"{r['p99_ms']:.2f} | {fmt(r['added_p50_ms'], 3)} | "
-            f"{fmt(None if r['vs_raw'] is None else 100 * r['vs_raw'], 0, ' %')} | "
-            f"{fmt(r['vs_litellm'], 1, 'x')} | {fmt(r['cpu_pct'], 0)}"
-            f"{' (mock)' if r['target'] == 'direct' else ''} | "
-            f"{fmt(r.get('cpu0_other_pct'), 0)} | {r['errors']} |"
-        )
+    L.extend(render_cells(a["rows"]))
     disturbed = [r for r in a["rows"] if (r.get("cpu0_other_pct") or 0) > 10]
     if disturbed:
         L.append("")
@@ -143,11 +123,12 @@ def render(a: dict[str, Any], out: str) -> str:
             + "; ".join(f"{p}: {m['audit_rows']}" for p, m in metas.items() if m.get("audit_rows"))
         )
     L.append("")
-    L.append("| target (issue 6) | goal | measured | verdict |")
-    L.append("|---|---|---:|---|")
+    L.append("| target | issue | goal | measured | verdict |")
+    L.append("|---|---:|---|---:|---|")
     for v in targets_verdict(a):
         L.append(
-            f"| {v['target']} | {v['goal']} | {fmt(v['value'], 3)} {v['unit']} | {v['verdict']} |"
+            f"| {v['target']} | {v['issue']} | {v['goal']} | {fmt(v['value'], 3)} {v['unit']} "
+            f"| {v['verdict']} |"
         )
     prof = (metas.get("profile") or {}).get("profiles")
     if prof:
@@ -156,6 +137,42 @@ def render(a: dict[str, Any], out: str) -> str:
     L.append("")
     L.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions_.items()))
     return "\n".join(L) + "\n"
+
+
+SCENARIO_NAMES = {
+    "chat": "non-stream",
+    "stream": "stream",
+    "delay50": "non-stream, 50 ms backend",
+    "embeddings": "embeddings",
+}
+
+
+def render_cells(rows: list[dict[str, Any]]) -> list[str]:
+    L = [
+        "| scenario | conc | target | req/s | min-max | p50 ms | p99 ms | added p50 vs direct "
+        "ms | vs raw-asgi | vs litellm | server CPU % | other load on CPU 0 % | errors |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        head = (
+            f"| {SCENARIO_NAMES.get(r['scenario'], r['scenario'])} | {r['conc']} | {r['target']} | "
+        )
+        errors = f"{r['errors']}" + (
+            f" (first: {r['first_error']})" if r.get("first_error") and not r.get("failed") else ""
+        )
+        if r.get("failed"):  # no rep produced figures: say why instead of a number
+            L.append(head + f"failed: {r['failed']} |" + " - |" * 8 + f" {errors} |")
+            continue
+        L.append(
+            head
+            + f"{r['rps']:,.0f} | {r['rps_min']:,.0f}-{r['rps_max']:,.0f} | {r['p50_ms']:.2f} | "
+            f"{r['p99_ms']:.2f} | {fmt(r['added_p50_ms'], 3)} | "
+            f"{fmt(None if r['vs_raw'] is None else 100 * r['vs_raw'], 0, ' %')} | "
+            f"{fmt(r['vs_litellm'], 1, 'x')} | {fmt(r['cpu_pct'], 0)}"
+            f"{' (mock)' if r['target'] == 'direct' else ''} | "
+            f"{fmt(r.get('cpu0_other_pct'), 0)} | {errors} |"
+        )
+    return L
 
 
 def render_profiles(prof: dict[str, Any], out: str) -> list[str]:
@@ -173,11 +190,13 @@ def render_profiles(prof: dict[str, Any], out: str) -> list[str]:
     names: list[str] = []
     for st in stages.values():
         names.extend(n for n in st if n not in names)
-    keys = list(prof)
+    keys = sorted(prof, key=profile_order)
     L = [
         "",
         "py-spy (`record --gil --nonblocking`, 100 Hz): share of on-CPU samples by stage, "
-        "first match over the whole stack (summaries: `pyspy_*.summary.txt`)",
+        "first match over the whole stack (summaries: `pyspy_*.summary.txt`); each gateway "
+        "column sits next to the same load on its own passthrough (raw-http1) and the raw-ASGI "
+        "ceiling",
         "",
     ]
     L.append("| stage | " + " | ".join(keys) + " |")
@@ -190,6 +209,17 @@ def render_profiles(prof: dict[str, Any], out: str) -> list[str]:
     for n in names:
         L.append(f"| {n} | " + " | ".join(fmt(stages[k].get(n), 1) for k in keys) + " |")
     return L
+
+
+def profile_order(key: str) -> tuple[int, int, int]:
+    """gateway/chat/c16, raw-http1/chat/c16, raw-asgi/chat/c16, gateway/stream/c16, ..."""
+    name, kind, conc = key.split("/")
+    kinds, names = ("chat", "stream", "embed"), ("gateway", "raw-http1", "raw-asgi")
+    return (
+        -int(conc.lstrip("c")),
+        kinds.index(kind) if kind in kinds else 9,
+        names.index(name) if name in names else 9,
+    )
 
 
 def report(out: str, publish: bool = False) -> str:

@@ -11,9 +11,9 @@ import subprocess
 import time
 from typing import Any
 
-from bench.harness.config import BODIES, CLIENT_CPU, DROP, ENDPOINT, HERE, PY, ROOT, SERVER_CPU, log
-from bench.harness.procs import Proc, Runner, free_port, http, hwm_mb, rss_mb, wait_ready
-from bench.harness.tools import setup_tools, tool
+from bench.harness.config import CLIENT_CPU, DROP, ENDPOINT, HERE, PY, ROOT, SERVER_CPU, log
+from bench.harness.procs import Proc, Runner, free_port, hwm_mb, rss_mb, wait_ready
+from bench.harness.tools import install_portkey, portkey_entry, portkey_version, setup_tools, tool
 
 
 def gateway_argv(port: int) -> list[str]:
@@ -42,14 +42,25 @@ def gateway_argv(port: int) -> list[str]:
 
 class Target:
     def __init__(
-        self, name: str, proc: Proc | None, base: str, auth: str, startup_s: float | None = None
+        self,
+        name: str,
+        proc: Proc | None,
+        base: str,
+        auth: str,
+        startup_s: float | None = None,
+        headers: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self.name, self.proc, self.base, self.auth = name, proc, base, auth
         self.startup_s = startup_s
         self.idle_rss: float | None = None
+        self.headers_by_kind = headers or {}
 
     def url(self, kind: str) -> str:
         return self.base + ENDPOINT[kind]
+
+    def headers(self, kind: str) -> dict[str, str]:
+        """Extra request headers for this kind of request (Portkey's provider and host)."""
+        return self.headers_by_kind.get(kind, {})
 
 
 class Bench:
@@ -102,7 +113,7 @@ class Bench:
 
     def target_url(self, target: Target, kind: str) -> str:
         if target.name == "direct" and kind == "slow":
-            return f"http://127.0.0.1:{self.p_slow}" + ENDPOINT[kind]
+            return f"http://127.0.0.1:{self.mock_port(kind)}" + ENDPOINT[kind]
         return target.url(kind)
 
     def seed_gateway(self, db_path: str) -> dict[str, Any]:
@@ -227,6 +238,28 @@ class Bench:
         startup = wait_ready(self.runner, proc, f"http://127.0.0.1:{port}/health/liveliness")
         return Target("litellm", proc, f"http://127.0.0.1:{port}", self.key, startup)
 
+    def start_portkey(self) -> Target:
+        """Portkey's gateway on Node, headless, told per request where the backend is
+        (``x-portkey-custom-host``); bound to loopback by ``portkey_loopback.cjs``."""
+        if portkey_version(self.out) is None:
+            install_portkey(self.out)
+        port = free_port()
+        argv = ["node", "--require", os.path.join(HERE, "portkey_loopback.cjs")]
+        argv += [portkey_entry(self.out), f"--port={port}", "--headless"]
+        proc = self.runner.start("portkey", argv, SERVER_CPU, cwd=self.out)
+        startup = wait_ready(self.runner, proc, f"http://127.0.0.1:{port}/")
+        headers = {
+            kind: {
+                "x-portkey-provider": "openai",
+                "x-portkey-custom-host": f"http://127.0.0.1:{self.mock_port(kind)}/v1",
+            }
+            for kind in ENDPOINT
+        }
+        return Target("portkey", proc, f"http://127.0.0.1:{port}", self.key, startup, headers)
+
+    def mock_port(self, kind: str) -> int:
+        return self.p_slow if kind == "slow" else self.p_mock
+
     def start_targets(self) -> None:
         self.start_mocks()
         starters = {
@@ -234,6 +267,7 @@ class Bench:
             "raw-asgi": self.start_raw,
             "raw-http1": lambda: self.start_raw("raw-http1"),
             "litellm": self.start_litellm,
+            "portkey": self.start_portkey,
         }
         for name in self.args.targets:
             if name in starters:
@@ -246,57 +280,6 @@ class Bench:
             if t.proc is not None:
                 t.idle_rss = round(rss_mb(t.proc.pid), 1)
                 self.meta["rss_idle_mb"][name] = t.idle_rss
-
-    # -- checks
-    def check(self, target: Target, kind: str) -> dict[str, Any]:
-        """One request, validated (content, SSE framing, embeddings, provenance headers)."""
-        body = json.dumps(BODIES[kind]).encode()
-        t0 = time.perf_counter()
-        st, headers, data = http("POST", self.target_url(target, kind), body, target.auth)
-        ms = round((time.perf_counter() - t0) * 1000, 2)
-        info: dict[str, Any] = {"status": st, "ms": ms}
-        ok = st == 200
-        try:
-            if kind == "stream":
-                events = [ln for ln in data.decode().splitlines() if ln.startswith("data:")]
-                info["sse_events"] = len(events)
-                ok = ok and bool(events) and events[-1].strip() == "data: [DONE]"
-            elif kind == "embed":
-                vec = json.loads(data)["data"][0]["embedding"]
-                info["embedding"] = f"{len(vec)} floats" if isinstance(vec, list) else "base64"
-            else:
-                info["content_chars"] = len(json.loads(data)["choices"][0]["message"]["content"])
-        except (ValueError, KeyError, IndexError, TypeError):
-            ok = False
-        if target.name == "gateway":
-            prov = {k: v for k, v in headers.items() if k.startswith("x-provenance-")}
-            prov["x-request-id"] = headers.get("x-request-id", "")
-            info["headers"] = prov
-            allowed = [
-                d
-                for d, verdict in self.meta["gateway_seed"]["decisions"][
-                    BODIES[kind]["model"]
-                ].items()
-                if verdict == "allow"
-            ]
-            ok = ok and prov.get("x-provenance-deployment") in allowed
-        if not ok:
-            raise RuntimeError(f"check failed for {target.name}/{kind}: {info} {data[:400]!r}")
-        return info
-
-    def check_all(self) -> None:
-        for name, target in self.targets.items():
-            for kind in ("chat", "stream", "slow", "embed"):
-                self.meta["checks"][f"{name}/{kind}"] = self.check(target, kind)
-        if "gateway" in self.targets:  # a denial is a 403 with the deciding rule ids
-            g = self.targets["gateway"]
-            st, _, data = http(
-                "POST", g.url("chat"), json.dumps(BODIES["chat"]).encode(), "sk-wrong-key"
-            )
-            self.meta["checks"]["gateway/bad-key"] = {"status": st}
-            if st != 401:
-                raise RuntimeError(f"gateway accepted a wrong key: {st} {data[:200]!r}")
-        log("checks passed:", ", ".join(self.meta["checks"]))
 
     def finish(self) -> None:
         self.meta["rss_after_load_mb"] = {}
