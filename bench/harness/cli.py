@@ -20,14 +20,15 @@ Usage (from the repository root, with the project's Python, e.g. ``.venv/bin/pyt
                                         report, published to docs/benchmarks.md + bench/results/
     bench/run.py --detach               the same, detached (for shells that cut commands at
                                         10 min); prints the output dir; see <out>/run.log
-    bench/run.py --part P --out DIR     one part (each < 10 min), P in: setup nonstream stream
-                                        other micro profile soak
+    bench/run.py --part P --out DIR     one part (each < 10 min but nonstream, ~11), P in:
+                                        setup nonstream stream other micro profile workers soak
     bench/run.py --report --out DIR [--publish]   merge the parts in DIR and render (publish)
     bench/run.py --smoke [--out DIR]    ~5 s: direct + gateway, pure-Python load generator,
                                         1 short cell per scenario kind (CI; no LiteLLM, no wrk)
     bench/run.py --soak                 >= 1 M requests or 30 min against the gateway, RSS
                                         every 10 s, growth per 100k requests
     bench/run.py --profile              = --part profile (py-spy of the gateway under load)
+    bench/run.py --part workers         serve --workers 1 vs 2 (bench/workers.py), in the report
 
 Knobs: --duration (10 s per cell), --warmup (2 s), --reps (3, alternated A B C A B C),
 --targets, --generator (auto|wrk|python), --chunks (20); env BENCH_TOOLS_VENV (where setup puts
@@ -45,7 +46,7 @@ import time
 
 from bench.harness.config import ALL_TARGETS, HERE, PARTS, PY, ROOT, SCENARIOS, log
 from bench.harness.measure import part_measure
-from bench.harness.parts import part_micro, part_soak
+from bench.harness.parts import part_micro, part_soak, part_workers
 from bench.harness.procs import pin_self
 from bench.harness.profile import part_profile
 from bench.harness.report import report
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
             part_micro(args)
         elif part == "profile":
             part_profile(args)
+        elif part == "workers":
+            part_workers(args)
         elif part == "soak":
             part_soak(args)
         timings[part] = round(time.time() - t, 1)

@@ -18,7 +18,8 @@ SERVER_CPU, CLIENT_CPU = 0, 1
 CLK = os.sysconf("SC_CLK_TCK")
 DROP = "\0drop"  # an env value that removes the variable from a child's environment
 ALL_TARGETS = ("direct", "gateway", "raw-asgi", "raw-http1", "litellm", "portkey")
-PARTS = ("setup", "nonstream", "stream", "other", "micro", "profile")  # the full run, in order
+# the full run, in order
+PARTS = ("setup", "nonstream", "stream", "other", "micro", "profile", "workers")
 # (scenario, kind, concurrency): kind picks the body and the mock
 SCENARIOS = {
     "nonstream": [("chat", "chat", 1), ("chat", "chat", 16), ("chat", "chat", 64)],

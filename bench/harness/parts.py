@@ -1,4 +1,4 @@
-"""The parts that are not a grid of cells: micro (start-up, idle RSS, policy) and soak."""
+"""The parts that are not a grid of cells: micro (start-up, idle RSS, policy), workers, soak."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from bench.harness.load import Load
 from bench.harness.procs import hwm_mb, pinnable, rss_mb
 from bench.harness.targets import Bench, Target, audit_rows
 from bench.harness.tools import machine, versions
+
+WORKERS_CONC = 32  # bench/workers.py's default: enough to keep two workers busy
 
 
 def part_micro(args: argparse.Namespace) -> None:
@@ -63,6 +65,24 @@ def part_micro(args: argparse.Namespace) -> None:
         bench.save()
     finally:
         bench.runner.stop_all()
+
+
+def part_workers(args: argparse.Namespace) -> None:
+    """``serve --workers 1`` vs ``--workers 2`` (``bench/workers.py``: alternated reps, nothing
+    pinned, the requests each worker served from the audit chains), kept with the run."""
+    bench = Bench(args, "workers")
+    bench.meta["versions"], bench.meta["machine"] = versions(args.out), machine()
+    path = os.path.join(args.out, "workers.json")
+    cmd = [PY, os.path.join(HERE, "workers.py"), "--reps", str(args.reps)]
+    cmd += ["--duration", str(args.duration), "--conc", str(WORKERS_CONC), "--out", path]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    if r.returncode != 0:
+        raise RuntimeError(f"bench/workers.py failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    with open(path) as f:
+        bench.meta["workers"] = json.load(f)
+    log("workers", json.dumps(bench.meta["workers"]["summary"]))
+    bench.meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    bench.save()
 
 
 def start_and_stop(

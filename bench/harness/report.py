@@ -115,6 +115,9 @@ def render(a: dict[str, Any], out: str) -> str:
             f"growth {fmt(soak['growth_mb_per_100k'], 3)} MB per 100k requests "
             "(least squares after the first 10 % of requests and 60 s)."
         )
+    workers = (metas.get("workers") or {}).get("workers")
+    if workers:
+        L.extend(render_workers(workers))
     audit = [m.get("audit_rows") for m in metas.values() if m.get("audit_rows")]
     if audit:
         L.append("")
@@ -171,6 +174,33 @@ def render_cells(rows: list[dict[str, Any]]) -> list[str]:
             f"{fmt(r['vs_litellm'], 1, 'x')} | {fmt(r['cpu_pct'], 0)}"
             f"{' (mock)' if r['target'] == 'direct' else ''} | "
             f"{fmt(r.get('cpu0_other_pct'), 0)} | {errors} |"
+        )
+    return L
+
+
+def render_workers(w: dict[str, Any]) -> list[str]:
+    """``serve --workers 1`` vs ``2``: medians over the reps, and how each rep's requests were
+    spread over the worker processes (one audit chain per process)."""
+    runs = w["runs"]
+    L = [
+        "",
+        f"`serve --workers N` (`bench/workers.py`; non-stream chat, c={w['conc']}, "
+        f"{len(runs) // 2} alternated rep(s); nothing pinned: the workers, the mock and the load "
+        f"generator share the machine's {w['cpus']} CPUs):",
+        "",
+        "| workers | req/s (median) | p50 ms | p99 ms | audit rows per worker (warm-up "
+        "included), each rep |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    for n, s in w["summary"].items():
+        shares = "; ".join(
+            "/".join(f"{c:,}" for c in r["requests_per_worker"])
+            for r in runs
+            if str(r["workers"]) == n
+        )
+        L.append(
+            f"| {n} | {s['rps_median']:,.0f} | {s['p50_ms_median']:.2f} | "
+            f"{s['p99_ms_median']:.2f} | {shares} |"
         )
     return L
 

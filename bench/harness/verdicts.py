@@ -95,6 +95,11 @@ def throughput_verdicts(a: dict[str, Any]) -> list[Verdict]:
         if v is not None:
             name = f"share of its own passthrough (raw-http1), {LABELS[scenario]} c={conc}"
             out.append(verdict(18, name, pct(v), "(what auth, policy, audit cost)", None, "%"))
+    summary = ((a["metas"].get("workers") or {}).get("workers") or {}).get("summary")
+    if summary:
+        v = summary["2"]["rps_median"] / summary["1"]["rps_median"]
+        name = "serve --workers 2 / --workers 1, non-stream (unpinned)"
+        out.append(verdict(18, name, v, "(scaling on this machine)", None, "x"))
     for scenario in ("chat", "stream"):
         v, why = ratio(a, scenario, 16, "gateway", "portkey")
         name = f"throughput vs Portkey's gateway, {LABELS[scenario]} c=16"

@@ -181,3 +181,29 @@ def test_the_gateway_failing_its_check_stops_the_run(tmp_path: Path) -> None:
             check_all(bench)
     finally:
         bench.runner.stop_all()
+
+
+def test_the_workers_part_is_in_the_report(tmp_path: Path) -> None:
+    runs = [
+        {"workers": 1, "rep": 0, "requests_per_worker": [9000]},
+        {"workers": 2, "rep": 0, "requests_per_worker": [8000, 7000]},
+    ]
+    summary = {
+        "1": {"rps_median": 1000.0, "p50_ms_median": 20.0, "p99_ms_median": 40.0},
+        "2": {"rps_median": 1500.0, "p50_ms_median": 15.0, "p99_ms_median": 30.0},
+    }
+    config = {"duration": 8, "warmup": 2, "reps": 1, "chunks": 20, "smoke": False}
+    meta = {
+        "part": "workers",
+        "started": "2026-12-02 12:00:00",
+        "config": config,
+        "startup_s": {},
+        "rss_idle_mb": {},
+        "workers": {"cpus": 2, "conc": 32, "runs": runs, "summary": summary},
+    }
+    a = analyse([{"meta": meta, "results": []}])
+
+    scaling = by_name(targets_verdict(a))["serve --workers 2 / --workers 1, non-stream (unpinned)"]
+    assert (scaling["verdict"], scaling["value"]) == ("info", pytest.approx(1.5))
+    table = render(a, str(tmp_path))
+    assert "| 2 | 1,500 | 15.00 | 30.00 | 8,000/7,000 |" in table
