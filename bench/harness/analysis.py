@@ -116,7 +116,8 @@ def cell_row(
 
 
 def row(a: dict[str, Any], scenario: str, conc: int, target: str) -> dict[str, Any] | None:
-    for r in a["rows"]:
-        if (r["scenario"], r["conc"], r["target"]) == (scenario, conc, target):
-            return r
-    return None
+    rows: list[dict[str, Any]] = a["rows"]
+    return next(
+        (r for r in rows if (r["scenario"], r["conc"], r["target"]) == (scenario, conc, target)),
+        None,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Any
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # bench/
 ROOT = os.path.dirname(HERE)
@@ -42,7 +43,7 @@ MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "Say something short about benchmarking."},
 ]
-BODIES = {
+BODIES: dict[str, dict[str, Any]] = {
     "chat": {"model": "mock", "messages": MESSAGES, "max_tokens": 64, "stream": False},
     "stream": {"model": "mock", "messages": MESSAGES, "max_tokens": 64, "stream": True},
     "slow": {"model": "mock-slow", "messages": MESSAGES, "max_tokens": 64, "stream": False},

@@ -18,11 +18,12 @@ from bench.harness.tools import machine, versions
 
 def part_measure(args: argparse.Namespace, part: str) -> None:
     bench = Bench(args, part)
-    bench.meta["versions"], bench.meta["machine"] = versions(args.out), machine()
+    bench.meta["machine"] = machine()
     load = Load(args.out, args.generator)
     bench.meta["generator"] = load.name
     try:
         bench.start_targets()
+        bench.meta["versions"] = versions(args.out)  # after the peers' lazy installs
         check_all(bench)
         scenarios = SMOKE_SCENARIOS if args.smoke else SCENARIOS[part]
         measure(bench, load, scenarios)

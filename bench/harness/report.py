@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import time
 from typing import Any
 
@@ -208,8 +207,7 @@ def render_workers(w: dict[str, Any]) -> list[str]:
 def render_profiles(prof: dict[str, Any], out: str) -> list[str]:
     """Where the CPU goes, per profile: share of on-CPU (GIL-holding) samples by stage,
     recomputed from the raw py-spy files when they are still in ``out``."""
-    sys.path.insert(0, HERE)
-    import pyspy_summary
+    from bench import pyspy_summary
 
     stages: dict[str, dict[str, float]] = {}
     for key, p in prof.items():
