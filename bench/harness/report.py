@@ -21,15 +21,50 @@ def fmt(x: float | None, nd: int = 2, suffix: str = "") -> str:
 
 
 def render(a: dict[str, Any], out: str) -> str:
+    """table.md: the run and machine, the cells, the servers, the micro-benchmarks, the soak,
+    the workers, the targets of record, the profiles, the versions."""
+    metas = a["metas"]
+    L = render_header(a, out)
+    L.append("")
+    L.extend(render_cells(a["rows"]))
+    L.extend(render_disturbed(a["rows"]))
+    L.append("")
+    L.extend(render_servers(a))
+    pm = (metas.get("micro") or {}).get("policy_micro")
+    if pm:
+        L.extend(render_policy(pm))
+    soak = (metas.get("soak") or {}).get("soak")
+    if soak:
+        L.extend(render_soak(soak))
+    workers = (metas.get("workers") or {}).get("workers")
+    if workers:
+        L.extend(render_workers(workers))
+    if any(m.get("audit_rows") for m in metas.values()):
+        L.append("")
+        L.append(
+            "Audit rows written by the gateway (per part): "
+            + "; ".join(f"{p}: {m['audit_rows']}" for p, m in metas.items() if m.get("audit_rows"))
+        )
+    L.append("")
+    L.extend(render_verdicts(a))
+    prof = (metas.get("profile") or {}).get("profiles")
+    if prof:
+        L.extend(render_profiles(prof, out))
+    versions_ = next(iter(metas.values())).get("versions", {})
+    L.append("")
+    L.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions_.items()))
+    return "\n".join(L) + "\n"
+
+
+def render_header(a: dict[str, Any], out: str) -> list[str]:
     metas = a["metas"]
     any_meta = next(iter(metas.values()))
     cfg = any_meta["config"]
     preliminary = cfg["reps"] < 3 or cfg["duration"] < 10 or cfg.get("smoke")
-    L = []
-    L.append(
+    L = [
         f"Run: {os.path.relpath(out, ROOT) if out.startswith(ROOT) else out} - parts: "
         + "; ".join(f"{p} {m['started']} -> {m.get('finished', '?')}" for p, m in metas.items())
-    )
+    ]
     if preliminary:
         L.append("")
         L.append(
@@ -58,23 +93,28 @@ def render(a: dict[str, Any], out: str) -> str:
             f"{seed['policy_rules']} YAML rules (+ built-in baseline); API-key auth; audit "
             "log on. Each benchmark route lists denied candidates first."
         )
-    L.append("")
-    L.extend(render_cells(a["rows"]))
-    disturbed = [r for r in a["rows"] if (r.get("cpu0_other_pct") or 0) > 10]
-    if disturbed:
-        L.append("")
-        L.append(
-            f"**Warning:** other processes used CPU 0 (the server's core) during "
-            f"{len(disturbed)} of {len(a['rows'])} cells (up to "
-            f"{max(r['cpu0_other_pct'] for r in disturbed):.0f} % of it): those figures are "
-            "disturbed; rerun on a quiet machine."
-        )
-    L.append("")
-    L.append(
+    return L
+
+
+def render_disturbed(rows: list[dict[str, Any]]) -> list[str]:
+    disturbed = [r for r in rows if (r.get("cpu0_other_pct") or 0) > 10]
+    if not disturbed:
+        return []
+    return [
+        "",
+        f"**Warning:** other processes used CPU 0 (the server's core) during "
+        f"{len(disturbed)} of {len(rows)} cells (up to "
+        f"{max(r['cpu0_other_pct'] for r in disturbed):.0f} % of it): those figures are "
+        "disturbed; rerun on a quiet machine.",
+    ]
+
+
+def render_servers(a: dict[str, Any]) -> list[str]:
+    L = [
         "| server | start to ready s (median; runs) | idle RSS MB (median) | peak RSS MB "
-        "(VmHWM) | RSS after load MB |"
-    )
-    L.append("|---|---:|---:|---:|---:|")
+        "(VmHWM) | RSS after load MB |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for t in ALL_TARGETS[1:]:
         s, i = a["startup"].get(t), a["idle"].get(t)
         if not s and not i:
@@ -85,60 +125,52 @@ def render(a: dict[str, Any], out: str) -> str:
             f"{fmt(statistics.median(i), 1) if i else '-'} | {a['peak'].get(t, '-')} | "
             f"{a['after'].get(t, '-')} |"
         )
-    pm = (metas.get("micro") or {}).get("policy_micro")
-    if pm:
-        s = pm["summary"]
-        L.append("")
-        L.append(f"Policy engine micro-benchmark (pinned to CPU {SERVER_CPU}; {pm['setup']}):")
-        L.append("")
-        L.append("| measure | us |")
-        L.append("|---|---:|")
-        for k, label in (
-            ("build_ms", "PolicyEngine.build (ms, once per registry/policy version)"),
-            ("cached_decide_us", "decide(), cached"),
-            ("cached_eligible_us", "eligible_deployments() over a route, cached"),
-            ("cached_per_candidate_us", "  … per candidate"),
-            ("uncached_decide_us", "decide(), uncached (1 candidate)"),
-            ("uncached_eligible_us", "eligible_deployments(), uncached"),
-            ("uncached_per_candidate_us", "  … per candidate"),
-        ):
-            if k in s:
-                L.append(f"| {label} | {s[k]:,.2f} |")
-    soak = (metas.get("soak") or {}).get("soak")
-    if soak:
-        L.append("")
-        L.append(
-            f"Soak: {soak['requests']:,} requests in {soak['seconds']:.0f} s (chat, stream, "
-            f"embeddings in turn, 10 s slices), errors {soak['errors']}; RSS "
-            f"{soak['rss_start_mb']} -> {soak['rss_end_mb']} MB (max {soak['rss_max_mb']}); "
-            f"growth {fmt(soak['growth_mb_per_100k'], 3)} MB per 100k requests "
-            "(least squares after the first 10 % of requests and 60 s)."
-        )
-    workers = (metas.get("workers") or {}).get("workers")
-    if workers:
-        L.extend(render_workers(workers))
-    audit = [m.get("audit_rows") for m in metas.values() if m.get("audit_rows")]
-    if audit:
-        L.append("")
-        L.append(
-            "Audit rows written by the gateway (per part): "
-            + "; ".join(f"{p}: {m['audit_rows']}" for p, m in metas.items() if m.get("audit_rows"))
-        )
-    L.append("")
-    L.append("| target | issue | goal | measured | verdict |")
-    L.append("|---|---:|---|---:|---|")
+    return L
+
+
+POLICY_MEASURES = (
+    ("build_ms", "PolicyEngine.build (ms, once per registry/policy version)"),
+    ("cached_decide_us", "decide(), cached"),
+    ("cached_eligible_us", "eligible_deployments() over a route, cached"),
+    ("cached_per_candidate_us", "  … per candidate"),
+    ("uncached_decide_us", "decide(), uncached (1 candidate)"),
+    ("uncached_eligible_us", "eligible_deployments(), uncached"),
+    ("uncached_per_candidate_us", "  … per candidate"),
+)
+
+
+def render_policy(pm: dict[str, Any]) -> list[str]:
+    s = pm["summary"]
+    L = [
+        "",
+        f"Policy engine micro-benchmark (pinned to CPU {SERVER_CPU}; {pm['setup']}):",
+        "",
+        "| measure | us |",
+        "|---|---:|",
+    ]
+    L.extend(f"| {label} | {s[k]:,.2f} |" for k, label in POLICY_MEASURES if k in s)
+    return L
+
+
+def render_soak(soak: dict[str, Any]) -> list[str]:
+    return [
+        "",
+        f"Soak: {soak['requests']:,} requests in {soak['seconds']:.0f} s (chat, stream, "
+        f"embeddings in turn, 10 s slices), errors {soak['errors']}; RSS "
+        f"{soak['rss_start_mb']} -> {soak['rss_end_mb']} MB (max {soak['rss_max_mb']}); "
+        f"growth {fmt(soak['growth_mb_per_100k'], 3)} MB per 100k requests "
+        "(least squares after the first 10 % of requests and 60 s).",
+    ]
+
+
+def render_verdicts(a: dict[str, Any]) -> list[str]:
+    L = ["| target | issue | goal | measured | verdict |", "|---|---:|---|---:|---|"]
     for v in targets_verdict(a):
         L.append(
             f"| {v['target']} | {v['issue']} | {v['goal']} | {fmt(v['value'], 3)} {v['unit']} "
             f"| {v['verdict']} |"
         )
-    prof = (metas.get("profile") or {}).get("profiles")
-    if prof:
-        L.extend(render_profiles(prof, out))
-    versions_ = any_meta.get("versions", {})
-    L.append("")
-    L.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions_.items()))
-    return "\n".join(L) + "\n"
+    return L
 
 
 SCENARIO_NAMES = {

@@ -75,7 +75,35 @@ def synthetic_run() -> dict[str, Any]:
         "startup_s": {"gateway": 0.5},
         "rss_idle_mb": {"gateway": 120.0},
     }
-    return analyse([{"meta": meta, "results": results}])
+    micro = {
+        "part": "micro",
+        "started": "2026-12-02 12:10:00",
+        "config": config,
+        "startup_s": {},
+        "rss_idle_mb": {},
+        "policy_micro": {
+            "setup": "74 deployments",
+            "summary": {"cached_decide_us": 1.6, "uncached_per_candidate_us": 139.0},
+        },
+    }
+    soak = {
+        "part": "soak",
+        "started": "2026-12-02 12:20:00",
+        "config": config,
+        "startup_s": {},
+        "rss_idle_mb": {},
+        "soak": {
+            "requests": 2_000_000,
+            "seconds": 1800.0,
+            "errors": 0,
+            "rss_start_mb": 85.0,
+            "rss_end_mb": 86.0,
+            "rss_max_mb": 86.5,
+            "growth_mb_per_100k": 0.01,
+        },
+    }
+    parts = [{"meta": meta, "results": results}, {"meta": micro, "results": []}]
+    return analyse([*parts, {"meta": soak, "results": []}])
 
 
 def by_name(verdicts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -97,7 +125,11 @@ def test_verdicts_state_met_or_missed_with_the_figure() -> None:
     assert (litellm["verdict"], litellm["value"]) == ("MET", pytest.approx(80.0))
     assert verdicts["start to ready (no bundled model)"]["verdict"] == "MET"
     assert verdicts["idle RSS"]["verdict"] == "MISSED"
-    assert verdicts["cached policy decision"]["verdict"] == "not measured"
+    assert verdicts["cached policy decision"]["verdict"] == "MET"
+    assert verdicts["uncached policy decision, per candidate"]["verdict"] == "MISSED"
+    assert verdicts["RSS growth over soak (per 100k requests)"]["verdict"] == "MET"
+    per_chunk = "added p50 per streamed chunk, stream c=1 (whole added p50 / 20 chunks)"
+    assert verdicts[per_chunk]["verdict"] == "not measured"  # no stream c=1 cell in this run
     portkey = verdicts["throughput vs Portkey's gateway, non-stream c=16"]
     assert (portkey["verdict"], portkey["value"]) == ("info", pytest.approx(16.0))
 
@@ -113,6 +145,8 @@ def test_a_failed_portkey_stream_cell_renders_as_failed(tmp_path: Path) -> None:
     table = render(a, str(tmp_path))
     assert f"| stream | 16 | portkey | failed: {IMMUTABLE} |" in table
     assert "| throughput vs Portkey's gateway, stream c=16 | 18 |" in table
+    assert "| decide(), cached | 1.60 |" in table
+    assert "Soak: 2,000,000 requests in 1800 s" in table
 
 
 FAILING_PEER = """
