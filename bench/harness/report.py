@@ -266,6 +266,11 @@ def render_profiles(prof: dict[str, Any], out: str) -> list[str]:
         + " | ".join(str(prof[k].get("rps_under_profiler", "-")) for k in keys)
         + " |"
     )
+    L.append(
+        "| server CPU per request, us (whole process) | "
+        + " | ".join(fmt(prof[k].get("cpu_us_per_request"), 0) for k in keys)
+        + " |"
+    )
     for n in names:
         L.append(f"| {n} | " + " | ".join(fmt(stages[k].get(n), 1) for k in keys) + " |")
     return L
