@@ -16,12 +16,10 @@ import re
 import time
 from typing import Any
 
-from bench.harness.config import BODIES, log
+from bench.harness.config import BODIES, ENDPOINT, REQUIRED_TARGETS, log
 from bench.harness.procs import http
 from bench.harness.targets import Bench, Target
 
-REQUIRED = ("direct", "gateway")
-KINDS = ("chat", "stream", "slow", "embed")
 # "TypeError: immutable", "Error: connect ECONNREFUSED ...", "ValueError: ..." in a server log
 LOGGED_ERROR = re.compile(r"\b(\w*(?:Error|Exception): [^\n]{1,160})")
 
@@ -104,9 +102,9 @@ def body_message(data: bytes) -> str:
 def check_all(bench: Bench) -> None:
     checks = bench.meta["checks"]
     for name, target in bench.targets.items():
-        for kind in KINDS:
+        for kind in ENDPOINT:
             info = checks[f"{name}/{kind}"] = check(bench, target, kind)
-            if "error" in info and name in REQUIRED:
+            if "error" in info and name in REQUIRED_TARGETS:
                 raise RuntimeError(f"check failed for {name}/{kind}: {info}")
             if "error" in info:
                 log(f"check failed for {name}/{kind}, its cells are skipped: {info['error']}")

@@ -19,6 +19,9 @@ SERVER_CPU, CLIENT_CPU = 0, 1
 CLK = os.sysconf("SC_CLK_TCK")
 DROP = "\0drop"  # an env value that removes the variable from a child's environment
 ALL_TARGETS = ("direct", "gateway", "raw-asgi", "raw-http1", "litellm", "portkey")
+# the subject and the floor: a run without them measures nothing, so their failures stop it;
+# any other target that fails to start or to answer is recorded and its cells say why
+REQUIRED_TARGETS = ("direct", "gateway")
 # the full run, in order
 PARTS = ("setup", "nonstream", "stream", "other", "micro", "profile", "workers")
 # (scenario, kind, concurrency): kind picks the body and the mock

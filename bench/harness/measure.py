@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from bench.harness.checks import check, check_all, failed_check
-from bench.harness.config import ALL_TARGETS, SCENARIOS, SERVER_CPU, SMOKE_SCENARIOS, log
+from bench.harness.config import SCENARIOS, SERVER_CPU, SMOKE_SCENARIOS, log
 from bench.harness.load import Load, Sampler
 from bench.harness.procs import cpu_busy, cpu_s, rss_mb
 from bench.harness.targets import Bench, Target
@@ -34,13 +34,13 @@ def part_measure(args: argparse.Namespace, part: str) -> None:
 
 def measure(bench: Bench, load: Load, scenarios: list[tuple[str, str, int]]) -> None:
     """Every cell of every rep, the targets alternated within each scenario."""
-    names = [n for n in ALL_TARGETS if n in bench.targets]
+    names = bench.measured_targets()
     total, n, t_start = bench.args.reps * len(scenarios) * len(names), 0, time.time()
     for rep in range(bench.args.reps):
         for scenario, kind, conc in scenarios:
             for name in names:
                 n += 1
-                r = cell(bench, load, bench.targets[name], kind, conc)
+                r = cell(bench, load, name, kind, conc)
                 r.update(target=name, scenario=scenario, kind=kind, conc=conc, rep=rep)
                 r["part"] = bench.part
                 bench.results.append(r)
@@ -55,14 +55,15 @@ def measure(bench: Bench, load: Load, scenarios: list[tuple[str, str, int]]) -> 
                 bench.save()
 
 
-def cell(bench: Bench, load: Load, target: Target, kind: str, conc: int) -> dict[str, Any]:
+def cell(bench: Bench, load: Load, name: str, kind: str, conc: int) -> dict[str, Any]:
     """One cell, measured unless its target failed the check for this kind; a cell with
     errors gets the first error text (one more request, validated), and ``failed`` when no
     request succeeded (a server too slow to answer one within the cell included), instead of
     stopping the run."""
-    failure = failed_check(bench, target.name, kind)
+    failure = failed_check(bench, name, kind)
     if failure:
         return failed_cell(failure, load.name)
+    target = bench.targets[name]
     try:
         r = measure_cell(bench, load, target, kind, conc)
     except RuntimeError as error:  # the load generator gave no result

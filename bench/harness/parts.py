@@ -35,8 +35,11 @@ def part_micro(args: argparse.Namespace) -> None:
                 start_and_stop(bench, name, starter, starts, idle)
         peers = {"litellm": bench.start_litellm, "portkey": bench.start_portkey}
         for name in (n for n in peers if n in args.targets):
-            for _ in range(2):  # the peers start slowly: two starts each
-                start_and_stop(bench, name, peers[name], starts, idle)
+            try:
+                for _ in range(2):  # the peers start slowly: two starts each
+                    start_and_stop(bench, name, peers[name], starts, idle)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+                bench.record_start_failure(name, error)
         bench.meta["startup_runs_s"], bench.meta["rss_idle_runs_mb"] = starts, idle
         bench.meta["startup_s"] = {k: statistics.median(v) for k, v in starts.items() if v}
         bench.meta["rss_idle_mb"] = {k: statistics.median(v) for k, v in idle.items() if v}

@@ -142,16 +142,18 @@ class Runner:
                 os.sched_setaffinity(0, {pin})
 
         t0 = time.perf_counter()
-        popen = subprocess.Popen(
-            argv,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-            cwd=cwd or ROOT,
-            start_new_session=True,
-            preexec_fn=preexec,
-        )
-        logf.close()
+        try:  # the child has its own copy of the log file; ours is closed even if it fails
+            popen = subprocess.Popen(
+                argv,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                cwd=cwd or ROOT,
+                start_new_session=True,
+                preexec_fn=preexec,
+            )
+        finally:
+            logf.close()
         proc = Proc(name, popen, t0)
         self.procs.append(proc)
         return proc

@@ -11,9 +11,20 @@ import subprocess
 import time
 from typing import Any
 
-from bench.harness.config import CLIENT_CPU, DROP, ENDPOINT, HERE, PY, ROOT, SERVER_CPU, log
+from bench.harness.config import (
+    ALL_TARGETS,
+    CLIENT_CPU,
+    DROP,
+    ENDPOINT,
+    HERE,
+    PY,
+    REQUIRED_TARGETS,
+    ROOT,
+    SERVER_CPU,
+    log,
+)
 from bench.harness.procs import Proc, Runner, free_port, hwm_mb, rss_mb, wait_ready
-from bench.harness.tools import install_portkey, portkey_entry, portkey_version, setup_tools, tool
+from bench.harness.tools import install_portkey, portkey_entry, setup_tools, tool
 
 
 def gateway_argv(port: int) -> list[str]:
@@ -92,6 +103,7 @@ class Bench:
         self.mock: Proc | None = None
         self.mock_slow: Proc | None = None
         self.targets: dict[str, Target] = {}
+        self.start_failures: dict[str, str] = {}
 
     # -- servers
     def start_mocks(self) -> None:
@@ -241,8 +253,7 @@ class Bench:
     def start_portkey(self) -> Target:
         """Portkey's gateway on Node, headless, told per request where the backend is
         (``x-portkey-custom-host``); bound to loopback by ``portkey_loopback.cjs``."""
-        if portkey_version(self.out) is None:
-            install_portkey(self.out)
+        install_portkey(self.out)  # once per output dir (the setup part's, when it ran)
         port = free_port()
         argv = ["node", "--require", os.path.join(HERE, "portkey_loopback.cjs")]
         argv += [portkey_entry(self.out), f"--port={port}", "--headless"]
@@ -269,17 +280,35 @@ class Bench:
             "litellm": self.start_litellm,
             "portkey": self.start_portkey,
         }
-        for name in self.args.targets:
-            if name in starters:
+        for name in (n for n in self.args.targets if n in starters):
+            try:
                 t = starters[name]()
-                self.targets[name] = t
-                self.meta["startup_s"][name] = round(t.startup_s or 0, 3)
-                log(f"{name} ready in {t.startup_s:.3f}s")
+            except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+                if name in REQUIRED_TARGETS:
+                    raise
+                self.record_start_failure(name, error)
+                continue
+            self.targets[name] = t
+            self.meta["startup_s"][name] = round(t.startup_s or 0, 3)
+            log(f"{name} ready in {t.startup_s:.3f}s")
         time.sleep(2 if not self.args.smoke else 0.5)
         for name, t in self.targets.items():
             if t.proc is not None:
                 t.idle_rss = round(rss_mb(t.proc.pid), 1)
                 self.meta["rss_idle_mb"][name] = t.idle_rss
+
+    def record_start_failure(self, name: str, error: Exception) -> None:
+        """A peer that does not start (no node, an install that failed, a crash) is recorded
+        as failing the check of every kind of request, so each of its cells says why."""
+        text = f"did not start: {type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
+        self.start_failures[name] = text
+        for kind in ENDPOINT:
+            self.meta["checks"][f"{name}/{kind}"] = {"error": text}
+        log(name, text)
+
+    def measured_targets(self) -> list[str]:
+        """The targets a measured part has cells for, in the table's order."""
+        return [n for n in ALL_TARGETS if n in self.targets or n in self.start_failures]
 
     def finish(self) -> None:
         self.meta["rss_after_load_mb"] = {}

@@ -241,3 +241,23 @@ def test_the_workers_part_is_in_the_report(tmp_path: Path) -> None:
     assert (scaling["verdict"], scaling["value"]) == ("info", pytest.approx(1.5))
     table = render(a, str(tmp_path))
     assert "| 2 | 1,500 | 15.00 | 30.00 | 8,000/7,000 |" in table
+
+
+def test_a_peer_that_cannot_start_is_recorded_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine without node (nor npm): Portkey's cells say why, the others are measured."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    short = ["--duration", "0.2", "--warmup", "0", "--reps", "1", "--generator", "python"]
+    bench = Bench(parse_args(["--out", str(tmp_path), *short, "--targets", "direct,portkey"]), "x")
+    try:
+        bench.start_targets()
+        check_all(bench)
+        measure(bench, Load(str(tmp_path), "python"), [("chat", "chat", 4)])
+    finally:
+        bench.runner.stop_all()
+
+    direct, portkey = bench.results
+    assert direct["target"] == "direct" and direct["requests"] > 0 and "failed" not in direct
+    assert portkey["target"] == "portkey"
+    assert portkey["failed"].startswith("did not start: FileNotFoundError")
