@@ -24,19 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.run import (
-    CLIENT_CPU,
-    PY,
-    ROOT,
-    SERVER_CPU,
-    Load,
-    Runner,
-    cpu_s,
-    free_port,
-    gateway_argv,
-    log,
-    wait_ready,
-)
+from bench.harness.config import CLIENT_CPU, PY, ROOT, SERVER_CPU, log
+from bench.harness.load import Load
+from bench.harness.procs import Runner, cpu_s, free_port, wait_ready
+from bench.harness.targets import gateway_argv
 
 SCENARIOS = (("chat", 1), ("chat", 16))
 MODES = ("default", "strict")

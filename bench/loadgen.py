@@ -57,13 +57,22 @@ class Conn(asyncio.Protocol):
         return self.done
 
 
-async def run(url: str, conc: int, duration: float, body: bytes, auth: str, timeout: float) -> dict:
+async def run(
+    url: str,
+    conc: int,
+    duration: float,
+    body: bytes,
+    auth: str,
+    timeout: float,
+    headers: list[str] | None = None,
+) -> dict:
     parts = urllib.parse.urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     path = parts.path or "/"
+    extra = "".join(f"{h}\r\n" for h in headers or [])
     request = (
         f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {auth}\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Authorization: Bearer {auth}\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
@@ -144,10 +153,13 @@ def main() -> None:
     p.add_argument("--body-file", required=True)
     p.add_argument("--auth", default="dummy")
     p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument(
+        "--header", action="append", default=[], help="'name: value', sent with every request"
+    )
     a = p.parse_args()
     with open(a.body_file, "rb") as f:
         body = f.read()
-    coro = run(a.url, a.conc, a.duration, body, a.auth, a.timeout)
+    coro = run(a.url, a.conc, a.duration, body, a.auth, a.timeout, a.header)
     try:
         import uvloop
 

@@ -1,4 +1,5 @@
--- wrk script: POST one JSON body (read from WRK_BODY_FILE) with a bearer token (WRK_AUTH);
+-- wrk script: POST one JSON body (read from WRK_BODY_FILE) with a bearer token (WRK_AUTH) and
+-- any extra headers (WRK_HEADERS: "name: value" lines, e.g. the ones Portkey's gateway needs);
 -- prints one machine-readable "RESULT {json}" line at the end (same keys as loadgen.py).
 local f = assert(io.open(os.getenv("WRK_BODY_FILE"), "rb"))
 wrk.method = "POST"
@@ -6,6 +7,10 @@ wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. (os.getenv("WRK_AUTH") or "dummy")
+for line in string.gmatch(os.getenv("WRK_HEADERS") or "", "[^\n]+") do
+  local name, value = string.match(line, "^%s*([^:]+):%s*(.-)%s*$")
+  if name then wrk.headers[name] = value end
+end
 
 function done(summary, latency, requests)
   local e = summary.errors
