@@ -1,12 +1,15 @@
 """deploy/docker-compose.yaml and its nginx.conf, read statically (no container engine runs in
-CI): two gateways on the PostgreSQL service behind the load balancer, healthchecks that ask
-the gateway's readiness path, every variable a real setting, secrets only by reference."""
+CI): valid against the Compose Specification (compose-spec, bindings of the Rust
+``compose_spec`` parser), two gateways on the PostgreSQL service behind the load balancer,
+healthchecks that ask the gateway's readiness path, every variable a real setting, secrets
+only by reference."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
+import compose_spec
 import pytest
 import yaml
 
@@ -24,11 +27,38 @@ NGINX = DEPLOY / "nginx.conf"
 REFERENCE = re.compile(r"\$\{(\w+):\?[^}]+\}")  # ${NAME:?message}: required, from the env
 
 
+def check_spec(text: str) -> None:
+    """Raises ``ValueError`` when ``text`` is not a valid Compose file. YAML merge keys
+    (``<<: *gateway``), which docker compose resolves, are resolved first by PyYAML: the
+    parser would take them for misspelt extension fields."""
+    compose_spec.PyCompose.from_yaml(yaml.safe_dump(yaml.safe_load(text)))
+
+
 @pytest.fixture(scope="module")
 def services() -> dict[str, Any]:
     compose = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
     found: dict[str, Any] = compose["services"]
     return found
+
+
+def test_the_file_follows_the_compose_specification() -> None:
+    check_spec(COMPOSE.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize(
+    ("good", "bad"),
+    [
+        ("  environment:\n    DATABASE_URL", "  enviroment:\n    DATABASE_URL"),  # misspelt key
+        ("{condition: service_healthy}", "{condition: healthy}"),  # unknown value
+        ("interval: 5s", "interval: soon"),  # not a duration
+    ],
+    ids=["misspelt-key", "unknown-condition", "bad-duration"],
+)
+def test_the_specification_check_rejects_a_broken_file(good: str, bad: str) -> None:
+    text = COMPOSE.read_text(encoding="utf-8")
+    assert good in text
+    with pytest.raises(ValueError):
+        check_spec(text.replace(good, bad))
 
 
 def gateways(services: dict[str, Any]) -> dict[str, Any]:

@@ -6,9 +6,13 @@ continuations, comments skipped) and nothing of shell semantics beyond splitting
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +24,7 @@ from tests.deploy.settings_names import (
     ROOT,
     setting_names,
 )
+from tests.router.test_workers import CLI, read_banner
 
 DOCKERFILE = DEPLOY / "Dockerfile"
 COMPILERS = ("gcc", "g++", "clang", "build-essential", "make", "cc ")
@@ -144,3 +149,53 @@ def test_every_package_of_the_distribution_is_copied(stages: list[Stage]) -> Non
     copied = {arguments.split()[0] for arguments in stages[0].all("COPY")}
     packages = {path.parent.name for path in ROOT.glob("*/__init__.py")} - {"tests", "bench"}
     assert packages <= copied
+
+
+def test_the_image_keeps_all_state_in_its_volume(stages: list[Stage], tmp_path: Path) -> None:
+    """A first start with the runtime stage's environment (data dir moved under tmp_path, the
+    bundled model off, loopback only) writes nothing outside the VOLUME: what makes a
+    read-only root filesystem and one mounted volume enough."""
+    runtime = stages[-1]
+    image_env = env_of(runtime)
+    (volume,) = (json_list[0] for json_list in map(_json_words, runtime.all("VOLUME")))
+    assert volume == f"{image_env['XDG_DATA_HOME']}/provenance-router"
+    assert runtime.all("WORKDIR") == [volume]
+    data_home = tmp_path / "xdg"
+    state = data_home / "provenance-router"
+    state.mkdir(parents=True)
+    env = {name: value for name, value in os.environ.items() if name not in setting_names()}
+    env.update(image_env)
+    env.update(
+        PATH=os.environ["PATH"],
+        XDG_DATA_HOME=str(data_home),
+        HOME=str(tmp_path / "home"),  # not created: nothing may need it
+        PROVENANCE_ROUTER_HOST="127.0.0.1",
+        PROVENANCE_ROUTER_PORT="0",
+        PROVENANCE_ROUTER_LOCAL_MODEL="false",
+        PROVENANCE_ROUTER_ADMIN_KEY="pr-image-state-test-admin-key-0123",
+    )
+    process = subprocess.Popen(
+        [*CLI, "serve"],
+        env=env,
+        cwd=state,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        read_banner(process)
+    finally:
+        process.terminate()  # uvicorn shuts down, then re-raises SIGTERM: status -15
+        _, stderr = process.communicate(timeout=30)
+    assert "Traceback" not in stderr, stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["xdg"]
+    assert sorted(path.name for path in data_home.iterdir()) == ["provenance-router"]
+    assert (state / "registry.db").is_file()
+    assert (state / "signing" / "current.pem").is_file()
+
+
+def _json_words(arguments: str) -> list[str]:
+    """The words of an exec-form (JSON array) instruction."""
+    words: list[str] = json.loads(arguments)
+    return words
