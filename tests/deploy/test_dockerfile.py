@@ -151,6 +151,21 @@ def test_every_package_of_the_distribution_is_copied(stages: list[Stage]) -> Non
     assert packages <= copied
 
 
+def test_the_build_context_sends_what_the_builder_copies_and_no_more(
+    stages: list[Stage],
+) -> None:
+    """deploy/Dockerfile.dockerignore excludes everything, then lets in each COPY source."""
+    rules = [
+        line
+        for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert rules[0] == "*"
+    allowed = {rule[1:] for rule in rules if rule.startswith("!")}
+    sources = {word for arguments in stages[0].all("COPY") for word in arguments.split()[:-1]}
+    assert allowed == sources
+
+
 def test_the_image_keeps_all_state_in_its_volume(stages: list[Stage], tmp_path: Path) -> None:
     """A first start with the runtime stage's environment (data dir moved under tmp_path, the
     bundled model off, loopback only) writes nothing outside the VOLUME: what makes a
