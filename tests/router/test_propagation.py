@@ -1,7 +1,7 @@
 """Issue 20: replicas agree at once, and refuse to route once they cannot know.
 
 Two gateway processes (``provenance-router serve``, real uvicorn) share one registry, on
-PostgreSQL and on SQLite. Their version poll is left at its default (1 s), so only the change
+PostgreSQL and on SQLite. Their version poll is slowed to ``POLL_S`` (2 s), so only the change
 signal (``registry.changes``: PostgreSQL ``NOTIFY``, SQLite ``data_version``) can make them
 agree within ``BOUND_S``:
 
@@ -9,12 +9,12 @@ agree within ``BOUND_S``:
   official SDK asks replica B in a tight loop until B answers under the new policy (allowed ->
   403 ``provenance_policy_denied`` or back); the slowest switch, measured from A's answer,
   must be within the bound (with 20 samples the p99 is the maximum);
-- the same through the CLI (``provenance-router policy activate``), measured from its exit;
+- twice through the CLI (``provenance-router policy activate``), each measured from its
+  commit;
 - PostgreSQL: replica B reaches the database through a loopback forwarder the test cuts. B
   keeps serving from its snapshot, reports the database unreachable, then after the
-  (test-short) ``max_staleness_s`` answers 503 ``registry_unavailable`` and ``/readyz`` 503;
-  once the forwarder passes connections again, B serves and is ready again.
-"""
+  (test-short) ``MAX_STALENESS_S`` answers 503 ``registry_unavailable`` and ``/readyz`` 503;
+  once the forwarder passes connections again, B serves and is ready again."""
 
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from registry.db import make_engine
-from registry.service import write_transaction
+from registry.db import make_engine, session_scope
+from registry.service import registry_version, write_transaction
 from router.bootstrap import bootstrap
 from router.settings import Settings
 from tests.conftest import postgres_url
@@ -50,8 +50,8 @@ CLI = [sys.executable, "-c", "from router.cli import app; app()"]
 MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
 BOUND_S = 0.2  # the issue's promise: a change is enforced everywhere within 200 ms (p99)
 CHANGES = 20
-MAX_STALENESS_S = 3.0  # replica B's bound in this test (the default is 300 s)
-POLL_S = 1.0  # the default version poll: too slow to meet BOUND_S on its own
+MAX_STALENESS_S = 4.0  # replica B's bound in this test (the default is 300 s)
+POLL_S = 2.0  # the version poll: alone, it would meet BOUND_S one time in ten at best
 START_TIMEOUT_S = 60.0
 ALLOW = """\
 rules:
@@ -203,21 +203,22 @@ def _spawn(
         **{f"PROVENANCE_ROUTER_{name}": value for name, value in settings.items()},
     }
     tmp.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        [*CLI, "serve"],
-        env=env,
-        cwd=tmp,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        yield process
-    finally:
-        _stop(process)
-        if process.stdout is not None:
-            process.stdout.close()
+    with (tmp / "stderr.log").open("w") as errors:  # its log, for a failure's post-mortem
+        process = subprocess.Popen(
+            [*CLI, "serve"],
+            env=env,
+            cwd=tmp,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            yield process
+        finally:
+            _stop(process)
+            if process.stdout is not None:
+                process.stdout.close()
 
 
 def _listening_url(process: subprocess.Popen[str]) -> str:
@@ -257,10 +258,10 @@ def allowed(client: openai.OpenAI) -> bool:
 
 
 def seen_after(client: openai.OpenAI, *, allow: bool, since: float) -> float:
-    """Seconds from ``since`` to the first answer under the new policy (asking in a loop)."""
-    deadline = since + 10.0
-    while allowed(client) != allow:
-        assert time.monotonic() < deadline, "the replica never enforced the change"
+    """Seconds from ``since`` to the first answer under the new policy. Asked every 10 ms
+    (``wait_for``), not back to back: a replica kept busy by the measurement itself would
+    reload slower than one serving ordinary traffic."""
+    wait_for(lambda: allowed(client) == allow, what="the replica enforcing the change")
     return time.monotonic() - since
 
 
@@ -283,17 +284,37 @@ def test_a_policy_change_through_one_replica_is_enforced_by_the_other_within_200
 
 
 def test_a_cli_change_is_enforced_by_a_running_replica_within_200_ms(cluster: Cluster) -> None:
+    """Two switches, each measured from its commit (the test watches the stored version), not
+    from the command's exit: an interpreter's teardown could otherwise hide a slow replica."""
     b = cluster.client(cluster.b)
-    env = {**os.environ, "PROVENANCE_ROUTER_DATABASE_URL": cluster.database_url}
-    command = [*CLI, "policy", "activate", str(cluster.policies["deny"])]
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-    done = time.monotonic()
-    assert run.returncode == 0, run.stderr
+    assert wait_for(lambda: allowed(b), what="replica B serving under the allow policy")
+    engine = make_engine(cluster.database_url)
     try:
-        assert seen_after(b, allow=False, since=done) <= BOUND_S
-    finally:  # the next test starts from the allow policy
-        activate(cluster, "allow")
-        seen_after(b, allow=True, since=time.monotonic())
+        delays = [cli_switch(cluster, engine, b, policy) for policy in ("deny", "allow")]
+    finally:
+        engine.dispose()
+    assert max(delays) <= BOUND_S, delays
+
+
+def cli_switch(cluster: Cluster, engine: Engine, b: openai.OpenAI, policy: str) -> float:
+    """``provenance-router policy activate``; seconds from its commit to B enforcing it."""
+    env = {**os.environ, "PROVENANCE_ROUTER_DATABASE_URL": cluster.database_url}
+    command = [*CLI, "policy", "activate", str(cluster.policies[policy])]
+    before = stored_version(engine)
+    with subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL) as cli:
+        committed_at = wait_for(
+            lambda: stored_version(engine) > before and time.monotonic(),
+            timeout_s=60.0,
+            what="the CLI's commit",
+        )
+        delay = seen_after(b, allow=policy == "allow", since=committed_at)
+        assert cli.wait(60) == 0
+    return delay
+
+
+def stored_version(engine: Engine) -> int:
+    with session_scope(engine) as session:
+        return registry_version(session=session)
 
 
 def activate(cluster: Cluster, policy: str) -> None:
