@@ -39,6 +39,10 @@ def notify_change(db: Connection) -> None:
 
 
 class ChangeSignal(Protocol):
+    # True: a signal means the registry changed (reload at once); False: it may have (compare
+    # the stored version first)
+    definite: bool
+
     def wait(self, timeout_s: float) -> bool:
         """Block up to ``timeout_s``; True as soon as the registry may have changed. Raises
         when the database cannot be reached (the caller reconnects)."""
@@ -63,6 +67,8 @@ def open_signal(engine: Engine, *, check_s: float) -> ChangeSignal:
 class PostgresSignal:
     """``LISTEN`` on a connection of its own: it holds no transaction and is never returned to
     the pool (detached), so it neither pins pooled connections nor counts against them."""
+
+    definite = True
 
     def __init__(self, engine: Engine) -> None:
         import psycopg
@@ -93,6 +99,8 @@ class PostgresSignal:
 
 class SqliteSignal:
     """``PRAGMA data_version`` on a connection of its own, read every ``check_s``."""
+
+    definite = False  # any commit moves it, audit writes too
 
     def __init__(self, engine: Engine, *, check_s: float) -> None:
         database = engine.url.database

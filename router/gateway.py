@@ -298,7 +298,11 @@ class Gateway:
         self.refresh()  # what changed while nobody listened
         self._reconnect_s = RECONNECT_MIN_S
         while not self._stop_watching.is_set():
-            if signal.wait(SIGNAL_WAIT_S):
+            if not signal.wait(SIGNAL_WAIT_S):
+                continue
+            if signal.definite:  # a NOTIFY: no need to compare versions first
+                self.reload()
+            else:
                 self.refresh()
 
     # --- per request -----------------------------------------------------------------------

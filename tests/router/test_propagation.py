@@ -43,7 +43,7 @@ from router.bootstrap import bootstrap
 from router.settings import Settings
 from tests.conftest import postgres_url
 from tests.fakes import FakeUpstream
-from tests.fakes.tcp_forwarder import TcpForwarder
+from tests.fakes.tcp_forwarder import ForwarderControl, forwarder_process
 from tests.router.conftest import REPORTED, assert_envelope, deployment, wait_for
 
 CLI = [sys.executable, "-c", "from router.cli import app; app()"]
@@ -84,7 +84,7 @@ class Cluster:
     policies: dict[str, int]  # "allow"/"deny" -> saved policy version
     a: Replica
     b: Replica
-    forwarder: TcpForwarder | None  # between B and PostgreSQL
+    forwarder: ForwarderControl | None  # between B and PostgreSQL
 
     def client(self, replica: Replica) -> openai.OpenAI:
         return openai.OpenAI(
@@ -117,7 +117,9 @@ def cluster(
         b_url = database_url
         if request.param == "postgresql":
             url = make_url(postgres_url())
-            forwarder = stack.enter_context(TcpForwarder(url.host or "127.0.0.1", url.port or 5432))
+            forwarder = stack.enter_context(
+                forwarder_process(url.host or "127.0.0.1", url.port or 5432)
+            )
             b_url = database_url.replace(f":{url.port or 5432}/", f":{forwarder.port}/", 1)
         a_process = stack.enter_context(_spawn(database_url, tmp / "a", admin_key))
         b_process = stack.enter_context(
