@@ -23,6 +23,9 @@ How a write is kept safe:
   a stale version is a ``ConflictError`` (HTTP 409), never a lost update.
 - Policy saves and activations bump the registry version too: replicas reload their snapshot
   (which holds the active policy) when that version moves.
+- The bump also signals the change (``registry.changes``: on PostgreSQL a ``NOTIFY`` in the
+  same transaction, delivered at commit, never for a write that rolled back), so replicas
+  reload at once instead of at their next version poll.
 - Every wait is bounded: for a pooled connection by the engine's pool timeout, for the write
   lock by its lock timeout (``registry.db.make_engine``). Either ends in ``BusyError`` with
   nothing changed, never in a driver error.
@@ -42,6 +45,7 @@ from sqlalchemy.orm import Session
 from registry import reads
 from registry.audit_record import Evaluation
 from registry.audit_store import insert_decisions
+from registry.changes import notify_change
 from registry.db import write_connection
 from registry.errors import (
     BusyError,
@@ -304,6 +308,7 @@ class Writer:
                 .returning(state.c.version)
             )
             self._version = int(self._db.execute(query).scalar_one())
+            notify_change(self._db)  # replicas hear of it at commit (registry.changes)
         return self._version
 
     def _current(self, spec: KindSpec, id: str, expected_version: int | None) -> RowMapping:

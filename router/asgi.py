@@ -1,8 +1,9 @@
 """The ASGI application: a small dispatcher in front of FastAPI.
 
-``/v1/*`` (the OpenAI surface, the hot path) and ``/health`` are served as plain ASGI; everything
-else (``/admin/*``, ``/docs``, ``/openapi.json``) goes to the FastAPI admin app. The dispatcher
-owns the lifespan: bootstrap the registry, start the gateway, stop it cleanly.
+``/v1/*`` (the OpenAI surface, the hot path) and the probes ``/healthz`` (alias ``/health``) and
+``/readyz`` (``router.probes``) are served as plain ASGI; everything else (``/admin/*``,
+``/docs``, ``/openapi.json``) goes to the FastAPI admin app. The dispatcher owns the lifespan:
+bootstrap the registry, start the gateway, stop it cleanly.
 
 Run with ``uvicorn --factory router.asgi:create_app`` or ``provenance-router serve``.
 """
@@ -20,6 +21,7 @@ from registry.db import checkpoint
 from router.bootstrap import bootstrap
 from router.gateway import Gateway
 from router.openai.serving import serve_v1
+from router.probes import PROBE_PATHS, serve_probe
 from router.settings import Settings, registry_engine
 
 Scope = MutableMapping[str, Any]
@@ -51,15 +53,8 @@ class GatewayApp:
         kind = scope["type"]
         if kind == "http" and scope["path"].startswith("/v1/"):
             await serve_v1(self.gateway, scope, receive, send)
-        elif kind == "http" and scope["path"] == "/health":
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", b"application/json")],
-                }
-            )
-            await send({"type": "http.response.body", "body": b'{"status":"ok"}'})
+        elif kind == "http" and scope["path"] in PROBE_PATHS:
+            await serve_probe(self.gateway, scope, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:

@@ -79,6 +79,18 @@ class AuditWriter:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self.write_failing = False  # the last write failed (its records wait for the next)
+
+    @property
+    def healthy(self) -> bool:
+        """Running, and not dropping records: a database briefly away is no failure yet (the
+        records wait in the buffer), a full buffer is."""
+        running = self._task is not None and not self._task.done()
+        return running and len(self._pending) < self._max_buffered
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
 
     def begin(self, record: AuditRecord) -> None:
         """Strict mode: journal that a request is about to call a backend."""
@@ -127,7 +139,9 @@ class AuditWriter:
                 self._pending[:0] = batch
                 self._retired[:0] = retired
                 self._bound()
+                self.write_failing = True
                 return 0
+            self.write_failing = False
             return len(batch)
 
     def _store(self, batch: list[AuditRecord], closing: bool, retired: list[Path]) -> None:

@@ -14,6 +14,7 @@
     ├── UpstreamFailed          502  api_error / upstream_error
     ├── NoBackendAvailable      503  api_error / no_backend_available
     ├── RegistryBusy            503  api_error / registry_busy (the gateway's own database)
+    ├── RegistryUnavailable     503  api_error / registry_unavailable (snapshot too stale)
     ├── GatewaySaturated        503  api_error / gateway_saturated (no free upstream connection)
     └── UpstreamTimedOut        504  api_error / upstream_timeout
 
@@ -150,6 +151,16 @@ class RegistryBusy(GatewayError):
     type = "api_error"
     code = "registry_busy"
     retry_after_s: ClassVar[int] = 1
+
+
+class RegistryUnavailable(GatewayError):
+    """The gateway could not confirm its registry snapshot against the database for longer
+    than ``max_staleness_s``: a key revoked or a policy tightened since may not be in it, so it
+    refuses rather than route on it (fail closed)."""
+
+    status = 503
+    type = "api_error"
+    code = "registry_unavailable"
 
 
 class GatewaySaturated(GatewayError):

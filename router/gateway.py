@@ -2,17 +2,26 @@
 writer and the bundled local model. One instance per app; no module-level state.
 
 The routing table is rebuilt off the hot path whenever the registry version moves: at once after
-an admin write in this process (``reload``), and within ``snapshot_poll_s`` for writes made
-elsewhere (another replica, ``provenance-router apply``).
+an admin write in this process (``reload``); for writes made elsewhere (another replica,
+``provenance-router apply``) as soon as their change signal arrives (``registry.changes``: a
+PostgreSQL ``NOTIFY``, SQLite's ``data_version``), heard by a thread of its own, and at the
+latest at the next version poll (every ``snapshot_poll_s``), the safety net.
+
+Each successful contact with the database that shows the snapshot current moves a deadline,
+``fresh_until``, ``max_staleness_s`` ahead. Past it the snapshot is too stale to route on: the
+request path compares one float (``require_fresh``) and answers 503 ``registry_unavailable``;
+``/readyz`` says not ready. The next successful contact makes it fresh again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -22,6 +31,7 @@ from sqlalchemy import Engine
 from adapters.base import Adapter
 from adapters.http1 import Limits
 from adapters.openai_compat import OpenAICompatAdapter, PhaseTimeouts, make_client
+from registry.changes import ChangeSignal, can_signal, open_signal
 from registry.db import session_scope
 from registry.service import load_snapshot, registry_version
 from router.audit import (
@@ -33,6 +43,7 @@ from router.audit import (
 )
 from router.audit_journal import Journal
 from router.departure import DepartureWatch
+from router.errors import RegistryUnavailable
 from router.health import BackendHealth
 from router.policy import PolicyEngine
 from router.receipts import BatchSigner
@@ -46,6 +57,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("provenance_router")
 
 LOCAL_ALIAS = "smollm2"
+SIGNAL_WAIT_S = 0.25  # the change watcher looks at its stop flag this often
+RECONNECT_MIN_S = 0.1  # the change watcher's backoff after losing its signal, doubling ...
+RECONNECT_MAX_S = 5.0  # ... up to this
 
 
 def upstream_limits(settings: Settings) -> Limits:
@@ -92,6 +106,12 @@ class Gateway:
         self.local_urls: dict[str, str] = {}
         self._table: RoutingTable | None = None
         self._reload_lock = threading.Lock()
+        self.fresh_until = 0.0  # monotonic; see the module docstring
+        self.database_ok_at: float | None = None  # monotonic time of the last good contact
+        self.database_reachable = False  # the last contact succeeded
+        self._watcher: threading.Thread | None = None
+        self._stop_watching = threading.Event()
+        self._reconnect_s = RECONNECT_MIN_S
         self._adapters: dict[str, Adapter] = {}
         self._local: LocalModelServer | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -126,11 +146,15 @@ class Gateway:
         await self._start_audit()
         loop = asyncio.get_running_loop()
         self._poller = loop.create_task(self._poll(), name="registry-poll")
+        self._start_watcher()
         self._departures = loop.create_task(self.departures.run(), name="departure-watch")
         if self.settings.audit_retention_days is not None:
             self._retention = loop.create_task(self._enforce_retention(), name="audit-retention")
 
     async def stop(self) -> None:
+        self._stop_watching.set()
+        if self._watcher is not None:
+            await asyncio.to_thread(self._watcher.join)
         for task in (self._poller, self._departures, self._retention):
             if task is not None:
                 task.cancel()
@@ -182,34 +206,107 @@ class Gateway:
 
     def reload(self) -> None:
         """Load the registry and policy and swap in a new routing table (blocking; call from a
-        worker thread). An invalid stored policy keeps the previous table: never fail open."""
+        worker thread). An invalid stored policy keeps the previous table: never fail open
+        (nor is it confirmed fresh, so it goes stale in ``max_staleness_s``)."""
         with self._reload_lock:
-            with session_scope(self.engine) as session:
+            with self._contact(), session_scope(self.engine) as session:
                 snapshot = load_snapshot(session=session)
             current = self._table
-            if current is not None and snapshot.version <= current.registry_version:
-                return
-            engine = PolicyEngine.build(snapshot, snapshot.policy)
-            self._table = build_table(
-                snapshot, engine, local_urls=self.local_urls, secret=resolve_secret
+            if current is None or snapshot.version > current.registry_version:
+                engine = PolicyEngine.build(snapshot, snapshot.policy)
+                self._table = build_table(
+                    snapshot, engine, local_urls=self.local_urls, secret=resolve_secret
+                )
+            self._confirm_fresh()
+
+    def refresh(self) -> None:
+        """Reload when the stored version moved past the served one, else confirm the snapshot
+        fresh (blocking: one small query, plus a reload when needed)."""
+        with self._contact(), session_scope(self.engine) as session:
+            version = registry_version(session=session)
+        if self._table is None or version > self._table.registry_version:
+            self.reload()
+        else:
+            self._confirm_fresh()
+
+    def require_fresh(self) -> None:
+        """On the request path: one comparison, and a 503 once the snapshot is too stale."""
+        if time.monotonic() > self.fresh_until:
+            raise RegistryUnavailable(
+                "The gateway has not reached its registry database for more than "
+                f"{self.settings.max_staleness_s:g} s and will not route on an outdated "
+                "registry and policy. Retry later."
             )
 
+    def _confirm_fresh(self) -> None:
+        self.fresh_until = time.monotonic() + self.settings.max_staleness_s
+
+    @contextlib.contextmanager
+    def _contact(self) -> Iterator[None]:
+        """Record whether a round trip to the database succeeded (for ``/readyz``)."""
+        try:
+            yield
+        except Exception:
+            self.database_reachable = False
+            raise
+        self.database_reachable, self.database_ok_at = True, time.monotonic()
+
     async def _poll(self) -> None:
+        """The safety net under the change signal: a version check every ``snapshot_poll_s``,
+        which also keeps the snapshot confirmed fresh while nothing changes."""
+        failing = False
         while True:
             await asyncio.sleep(self.settings.snapshot_poll_s)
             try:
-                version = await asyncio.to_thread(self._stored_version)
-                if self._table is None or version > self._table.registry_version:
-                    await asyncio.to_thread(self.reload)
+                await asyncio.to_thread(self.refresh)
+                failing = False
             except Exception:
-                log.exception(
-                    "registry reload failed; still serving version %s",
-                    self._table.registry_version if self._table else None,
-                )
+                if not failing:  # once per outage, not once per poll
+                    log.exception(
+                        "registry check failed; serving version %s until it is %g s stale",
+                        self._table.registry_version if self._table else None,
+                        self.settings.max_staleness_s,
+                    )
+                failing = True
 
-    def _stored_version(self) -> int:
-        with session_scope(self.engine) as session:
-            return registry_version(session=session)
+    # --- change signal (a thread: it blocks on its connection, not on the event loop) -------
+
+    def _start_watcher(self) -> None:
+        if not can_signal(self.engine):
+            return
+        self._watcher = threading.Thread(
+            target=self._watch, name="registry-change-watcher", daemon=True
+        )
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        """Refresh on every change signal; when the signal is lost, reconnect with backoff
+        (the version poll covers the gap)."""
+        while not self._stop_watching.is_set():
+            try:
+                with self._contact():
+                    signal = open_signal(self.engine, check_s=self.settings.change_check_s)
+                try:
+                    self._follow(signal)
+                finally:
+                    signal.close()
+            except Exception as error:
+                self.database_reachable = False
+                log.warning("registry change signal lost (%s); reconnecting", type(error).__name__)
+            if self._stop_watching.wait(self._reconnect_s):
+                return
+            self._reconnect_s = min(self._reconnect_s * 2, RECONNECT_MAX_S)
+
+    def _follow(self, signal: ChangeSignal) -> None:
+        self.refresh()  # what changed while nobody listened
+        self._reconnect_s = RECONNECT_MIN_S
+        while not self._stop_watching.is_set():
+            if not signal.wait(SIGNAL_WAIT_S):
+                continue
+            if signal.definite:  # a NOTIFY: no need to compare versions first
+                self.reload()
+            else:
+                self.refresh()
 
     # --- per request -----------------------------------------------------------------------
 

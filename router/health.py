@@ -51,6 +51,10 @@ class BackendHealth:
         circuit = self._circuits.get(deployment_id)
         return circuit is not None and circuit.failures >= self._threshold
 
+    def open_circuits(self) -> int:
+        """How many deployments this process currently skips (for ``/readyz``)."""
+        return sum(1 for circuit in self._circuits.values() if circuit.failures >= self._threshold)
+
     def record_success(self, deployment_id: str, latency_s: float) -> None:
         self._circuits.pop(deployment_id, None)
         previous = self._latency_s.get(deployment_id)

@@ -56,7 +56,14 @@ class Settings(BaseSettings):
     load_catalog: bool = True  # load the built-in catalog on first start
     local_model: bool = True  # start the bundled SmolLM2 and register it as a deployment
     admin_key: str | None = None  # bootstrap admin key; generated and printed once when unset
-    snapshot_poll_s: float = 1.0  # how often replicas check the registry version
+    snapshot_poll_s: float = 1.0  # how often replicas check the registry version (safety net)
+    # Changes made elsewhere arrive by a signal (docs/operations.md): PostgreSQL NOTIFY, or on
+    # SQLite a read of PRAGMA data_version every change_check_s.
+    change_check_s: float = Field(default=0.05, gt=0)
+    # A replica that cannot confirm its snapshot against the database (a version check every
+    # snapshot_poll_s) serves from it this long, then answers /v1 with 503 registry_unavailable
+    # and /readyz with 503 until the database answers again.
+    max_staleness_s: float = Field(default=300.0, gt=0)
     audit_flush_s: float = Field(default=0.5, gt=0)  # audit batch flush interval
     audit_batch_max: int = Field(default=500, gt=0)
     # default: records reach the database within audit_flush_s (+ one flush); strict: each

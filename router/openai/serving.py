@@ -193,6 +193,7 @@ async def _dispatch(
     operation = OPERATIONS.get(path)
     if operation is None and path != "/v1/models" and not path.startswith("/v1/models/"):
         raise NotFound(f"Invalid URL ({method} {path}).", code="unknown_url")
+    gateway.require_fresh()  # fail closed on a snapshot too stale to trust
     headers = RequestHeaders.of(scope["headers"])
     exchange.action = operation.action if operation else "list"
     exchange.key = authenticate(exchange.table, headers.authorization)
