@@ -19,7 +19,8 @@ combine across live workers (``multiprocess_mode``).
 from __future__ import annotations
 
 import hmac
-from collections import Counter
+from bisect import bisect_left
+from collections import Counter, defaultdict
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ WRITE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 _EVALUATIONS_MAX = 4096  # decoded evaluations kept (one per distinct verdict set)
 
 RequestLabels = tuple[str, str, str, str]  # operation, model, deployment, status
+RawLabels = tuple[str | None, str | None, str | None, str]  # endpoint, model, deployment, status
 
 
 def operation_name(endpoint: str | None) -> str:
@@ -181,37 +183,42 @@ class GatewayMetrics:
     # --- per batch of audit records (the audit writer's thread) ------------------------------
 
     def observe(self, records: Sequence[AuditRecord], known_models: Container[str]) -> None:
-        """Count a batch of finished requests."""
-        requests: Counter[tuple[str, ...]] = Counter()
-        tokens: Counter[tuple[str, ...]] = Counter()
-        decisions: Counter[tuple[str, ...]] = Counter()
-        errors: Counter[tuple[str, ...]] = Counter()
+        """Count a batch of finished requests: first by their raw values (cheap tuples),
+        then once per distinct label set."""
+        requests: Counter[tuple[RawLabels, int | None]] = Counter()
+        latencies: defaultdict[RawLabels, list[float]] = defaultdict(list)
+        tokens: Counter[tuple[str | None, str | None, str]] = Counter()
+        evaluations: Counter[str] = Counter()
+        errors: Counter[tuple[str, str]] = Counter()
+        if len(self._verdicts) >= _EVALUATIONS_MAX:  # bounded (a batch adds at most its size)
+            self._verdicts.clear()
         for record in records:
-            labels = self._request_labels(record, known_models)
-            requests[(*labels, str(record.http_status or NONE))] += 1
+            raw = (record.endpoint, record.requested_model, record.chosen_deployment, record.status)
+            requests[raw, record.http_status] += 1
             if record.latency_ms is not None:
-                self._latency(labels).observe(record.latency_ms / 1000)
+                latencies[raw].append(record.latency_ms / 1000)
             if record.prompt_tokens:
-                tokens[(labels[1], labels[2], "input")] += record.prompt_tokens
+                tokens[raw[1], raw[2], "input"] += record.prompt_tokens
             if record.completion_tokens:
-                tokens[(labels[1], labels[2], "output")] += record.completion_tokens
+                tokens[raw[1], raw[2], "output"] += record.completion_tokens
             if record.evaluation is not None:
-                decisions.update(self._verdicts_of(record.evaluation))
+                evaluations[self._remember(record.evaluation)] += 1
             for deployment, outcome, _ in record.attempts:
                 if outcome != "ok":
-                    errors[(deployment, outcome)] += 1
-        _add(self.requests, requests)
-        _add(self.tokens, tokens)
-        _add(self.upstream_errors, errors)
-        _add(self.decisions, decisions)
-
-    def _request_labels(self, record: AuditRecord, known_models: Container[str]) -> RequestLabels:
-        return (
-            operation_name(record.endpoint),
-            model_label(record.requested_model, known_models),
-            record.chosen_deployment or NONE,
-            record.status,
-        )
+                    errors[deployment, outcome] += 1
+        for (raw, status), count in requests.items():
+            labels = _labels(raw, known_models)
+            self.requests.labels(*labels, str(status or NONE)).inc(count)
+        for raw, seconds in latencies.items():
+            observe_many(self._latency(_labels(raw, known_models)), seconds)
+        for (model, served_by, direction), count in tokens.items():
+            model_name = model_label(model, known_models)
+            self.tokens.labels(model_name, served_by or NONE, direction).inc(count)
+        for (deployment, kind), count in errors.items():
+            self.upstream_errors.labels(deployment, kind).inc(count)
+        for evaluation_id, count in evaluations.items():
+            for (rule, verdict), times in self._verdicts[evaluation_id].items():
+                self.decisions.labels(rule, verdict).inc(times * count)
 
     def _latency(self, labels: RequestLabels) -> Any:
         """The histogram child of these labels (``labels()`` costs a lock and a tuple)."""
@@ -220,14 +227,11 @@ class GatewayMetrics:
             child = self._children[labels] = self.latency.labels(*labels)
         return child
 
-    def _verdicts_of(self, evaluation: Evaluation) -> Counter[tuple[str, str]]:
-        """The evaluation's verdict counts, decoded once per distinct evaluation."""
-        counted = self._verdicts.get(evaluation.id)
-        if counted is None:
-            if len(self._verdicts) >= _EVALUATIONS_MAX:
-                self._verdicts.clear()
-            counted = self._verdicts[evaluation.id] = Counter(verdicts(evaluation))
-        return counted
+    def _remember(self, evaluation: Evaluation) -> str:
+        """The evaluation's id, its verdict counts decoded once per distinct evaluation."""
+        if evaluation.id not in self._verdicts:
+            self._verdicts[evaluation.id] = Counter(verdicts(evaluation))
+        return evaluation.id
 
     def stored(self, seconds: float, *, ok: bool) -> None:
         """One audit batch write took ``seconds`` (failed when not ``ok``)."""
@@ -278,6 +282,27 @@ def _presented(token: str, authorization: bytes | None) -> bool:
     )
 
 
-def _add(metric: PromCounter, counts: Counter[Any]) -> None:
-    for labels, count in counts.items():
-        metric.labels(*labels).inc(count)
+def observe_many(histogram: Any, values: Sequence[float]) -> None:
+    """``histogram.observe`` for each value, added up per bucket first: one increment per
+    bucket and one of the sum instead of a lock, a bucket search and two increments per
+    value (measured 40x cheaper, bench/telemetry_cost.py). This uses the pinned
+    prometheus_client's child layout (``_upper_bounds``, ``_buckets``, ``_sum``, unchanged
+    since 2015) and falls back to ``observe`` if a version lacks it."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets, total = getattr(histogram, "_buckets", None), getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None:
+        for value in values:
+            histogram.observe(value)
+        return
+    counts = [0] * len(bounds)
+    for value in values:
+        counts[bisect_left(bounds, value)] += 1  # the first bucket whose le >= value
+    for index, count in enumerate(counts):
+        if count:
+            buckets[index].inc(count)
+    total.inc(sum(values))
+
+
+def _labels(raw: RawLabels, known_models: Container[str]) -> RequestLabels:
+    endpoint, model, deployment, status = raw
+    return operation_name(endpoint), model_label(model, known_models), deployment or NONE, status
