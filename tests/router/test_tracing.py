@@ -27,11 +27,13 @@ class Receiver:
 
     def __init__(self) -> None:
         self.spans: list[Any] = []
+        self.tokens: set[str | None] = set()  # the x-collector-token headers received
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.tokens.add(self.headers.get("x-collector-token"))
                 request = ExportTraceServiceRequest.FromString(body)
                 for resource in request.resource_spans:
                     for scope in resource.scope_spans:
@@ -90,7 +92,11 @@ def span_of(gw: RunningGateway, receiver: Receiver, request_id: str) -> Any:
 def test_a_request_becomes_a_span_with_genai_and_provenance_attributes(
     gateway_factory: Callable[..., RunningGateway], receiver: Receiver
 ) -> None:
-    gw = gateway_factory(otel_traces_exporter="otlp", otel_exporter_otlp_endpoint=receiver.url)
+    gw = gateway_factory(
+        otel_traces_exporter="otlp",
+        otel_exporter_otlp_endpoint=receiver.url,
+        otel_exporter_otlp_headers="x-collector-token=s3cret%20value",
+    )
     with FakeUpstream() as up:
         dep, route = uid("traced"), uid("r-traced")
         with gw.write() as w:
@@ -123,6 +129,7 @@ def test_a_request_becomes_a_span_with_genai_and_provenance_attributes(
     assert values["provenance.status"] == "ok"
     assert values["http.response.status_code"] == 200
     assert "a secret prompt" not in str(span)
+    assert "s3cret value" in receiver.tokens  # OTEL_EXPORTER_OTLP_HEADERS, URL-decoded
     assert gw.keys["apps"] not in str(span)
 
 
