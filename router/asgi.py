@@ -1,9 +1,9 @@
 """The ASGI application: a small dispatcher in front of FastAPI.
 
 ``/v1/*`` (the OpenAI surface, the hot path), ``/health`` and ``/metrics`` are served as plain
-ASGI; everything
-else (``/admin/*``, ``/docs``, ``/openapi.json``) goes to the FastAPI admin app. The dispatcher
-owns the lifespan: bootstrap the registry, start the gateway, stop it cleanly.
+ASGI; everything else (``/admin/*``, ``/docs``, ``/openapi.json``) goes to the FastAPI admin
+app. The dispatcher owns the lifespan: bootstrap the registry, start the gateway, stop it
+cleanly.
 
 Run with ``uvicorn --factory router.asgi:create_app`` or ``provenance-router serve``.
 """

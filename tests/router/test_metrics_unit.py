@@ -5,8 +5,12 @@ each record to telemetry exactly once, also when a failed write keeps it for a r
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -100,3 +104,36 @@ def test_each_record_is_observed_once_even_when_its_write_is_retried() -> None:
     labels = {"operation": "chat", "model": "chat", "deployment": "d", "status": "ok"}
     assert value(samples, "provenance_router_requests_total", **labels, code="200") == 3
     assert value(samples, "provenance_router_audit_write_failures_total") == 2
+
+
+MULTIPROCESS_CHECK = """
+import sys
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from router.metrics import LATENCY_BUCKETS_S, observe_many
+
+values = [float(v) for v in sys.argv[2].split(",")]
+for name, many in (("one", False), ("many", True)):
+    child = Histogram(name, name, buckets=LATENCY_BUCKETS_S, registry=None)
+    if many:
+        observe_many(child, values)
+    else:
+        for v in values:
+            child.observe(v)
+combined = CollectorRegistry()
+MultiProcessCollector(combined, path=sys.argv[1])
+print(generate_latest(combined).decode())
+"""
+
+
+def test_observe_many_in_multiprocess_mode(tmp_path: Path) -> None:
+    """The same in prometheus_client's multiprocess mode (serve --workers), which must be
+    chosen before prometheus_client is imported: in a child process."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    argv = [sys.executable, "-c", MULTIPROCESS_CHECK, str(tmp_path), ",".join(map(str, VALUES))]
+    child = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, child.stderr
+    parsed = parse(child.stdout)
+    one = {(n[3:], labels): v for (n, labels), v in parsed.items() if n.startswith("one")}
+    many = {(n[4:], labels): v for (n, labels), v in parsed.items() if n.startswith("many")}
+    assert one == many and one[("_count", frozenset())] == len(VALUES)
