@@ -80,6 +80,9 @@ class AuditRecord(NamedTuple):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    # Not stored in the audit log; for metrics and traces (router.telemetry):
+    endpoint: str | None = None  # the /v1 operation ("chat/completions", ..., "models")
+    traceparent: str | None = None  # the client's W3C trace context, when tracing is on
 
 
 def encode(record: AuditRecord) -> bytes:

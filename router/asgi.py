@@ -1,9 +1,9 @@
 """The ASGI application: a small dispatcher in front of FastAPI.
 
-``/v1/*`` (the OpenAI surface, the hot path) and the probes ``/healthz`` (alias ``/health``) and
-``/readyz`` (``router.probes``) are served as plain ASGI; everything else (``/admin/*``,
-``/docs``, ``/openapi.json``) goes to the FastAPI admin app. The dispatcher owns the lifespan:
-bootstrap the registry, start the gateway, stop it cleanly.
+``/v1/*`` (the OpenAI surface, the hot path), the probes ``/healthz`` (alias ``/health``) and
+``/readyz`` (``router.probes``) and ``/metrics`` (``router.metrics``) are served as plain ASGI;
+everything else (``/admin/*``, ``/docs``, ``/openapi.json``) goes to the FastAPI admin app. The
+dispatcher owns the lifespan: bootstrap the registry, start the gateway, stop it cleanly.
 
 Run with ``uvicorn --factory router.asgi:create_app`` or ``provenance-router serve``.
 """
@@ -20,6 +20,7 @@ from typing import Any
 from registry.db import checkpoint
 from router.bootstrap import bootstrap
 from router.gateway import Gateway
+from router.metrics import scrape
 from router.openai.serving import serve_v1
 from router.probes import PROBE_PATHS, serve_probe
 from router.settings import Settings, registry_engine
@@ -55,10 +56,31 @@ class GatewayApp:
             await serve_v1(self.gateway, scope, receive, send)
         elif kind == "http" and scope["path"] in PROBE_PATHS:
             await serve_probe(self.gateway, scope, send)
+        elif kind == "http" and scope["path"] == "/metrics" and self.gateway.telemetry.metrics:
+            await self._metrics(scope, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:
             await self.admin(scope, receive, send)
+
+    async def _metrics(self, scope: Scope, send: Send) -> None:
+        """Prometheus' scrape (docs/observability.md); a token guards it when one is set."""
+        gateway, token = self.gateway, self.gateway.settings.metrics_token
+        metrics = gateway.telemetry.metrics
+        assert metrics is not None
+        authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        status, content_type, body = await asyncio.to_thread(
+            scrape,
+            metrics,
+            gateway.state(),
+            token.get_secret_value() if token else None,
+            authorization,
+        )
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

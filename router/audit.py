@@ -24,6 +24,10 @@ Nothing is lost quietly:
 - the buffer is bounded (``max_buffered``): past it the oldest records are dropped with an
   error naming their count (in strict mode they stay in the journal for the next start);
 - records that cannot be stored at stop are logged with their count.
+
+Metrics and traces (router.telemetry) are derived from the records here too, off the event
+loop: each flush first shows its new records to the ``observer`` (once each, also when the
+write then fails and they are retried), then reports how long the write took.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
@@ -57,6 +61,14 @@ log = logging.getLogger("provenance_router.audit")
 Write = Callable[[list[Any], bool], None]  # (records, closing) -> None; raises on failure
 
 
+class Observer(Protocol):
+    """What the writer tells telemetry (called in its worker thread; must not raise)."""
+
+    def finished(self, records: Sequence[AuditRecord]) -> None: ...
+
+    def stored(self, seconds: float, *, ok: bool) -> None: ...
+
+
 class AuditWriter:
     def __init__(
         self,
@@ -66,13 +78,16 @@ class AuditWriter:
         batch_max: int,
         max_buffered: int = 200_000,
         journal: Journal | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self._write = write  # blocking; runs in a worker thread
+        self._observer = observer
         self._flush_s = flush_s
         self._batch_max = batch_max
         self._max_buffered = max_buffered
         self.journal = journal  # strict mode's write-ahead file, or None
         self._pending: list[AuditRecord] = []
+        self._observed = 0  # leading pending records a failed flush kept (observed already)
         self._retired: list[Path] = []  # journal segments whose records are being stored
         self._dropped = False  # records left memory unstored: the journal must stay whole
         self._wake = asyncio.Event()
@@ -132,22 +147,47 @@ class AuditWriter:
             if not batch and not closing:
                 return 0
             retired, self._retired = self._retired, []
+            fresh, self._observed = batch[self._observed :], 0
             try:
-                await asyncio.to_thread(self._store, batch, closing, retired)
+                await asyncio.to_thread(self._store, batch, closing, retired, fresh)
             except Exception:
                 log.exception("audit write of %d records failed; kept for the next try", len(batch))
                 self._pending[:0] = batch
                 self._retired[:0] = retired
+                self._observed = len(batch)
                 self._bound()
                 self.write_failing = True
                 return 0
             self.write_failing = False
             return len(batch)
 
-    def _store(self, batch: list[AuditRecord], closing: bool, retired: list[Path]) -> None:
-        self._write(batch, closing)
+    @property
+    def queued(self) -> int:
+        """Records waiting to be stored."""
+        return len(self._pending)
+
+    def _store(
+        self,
+        batch: list[AuditRecord],
+        closing: bool,
+        retired: list[Path],
+        fresh: list[AuditRecord],
+    ) -> None:
+        if self._observer is not None and fresh:
+            self._observer.finished(fresh)
+        started = time.perf_counter()
+        try:
+            self._write(batch, closing)
+        except Exception:
+            self._report_write(started, ok=False)
+            raise
+        self._report_write(started, ok=True)
         if self.journal is not None and not self._dropped:
             self.journal.delete(retired)
+
+    def _report_write(self, started: float, *, ok: bool) -> None:
+        if self._observer is not None:
+            self._observer.stored(time.perf_counter() - started, ok=ok)
 
     def _bound(self) -> None:
         excess = len(self._pending) - self._max_buffered
@@ -156,6 +196,7 @@ class AuditWriter:
             where = "kept in the journal for the next start" if self.journal else "lost"
             log.error("audit buffer full: dropped the %d oldest records (%s)", excess, where)
             del self._pending[:excess]
+            self._observed = max(0, self._observed - excess)
             self._dropped = True
 
     async def _run(self) -> None:

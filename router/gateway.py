@@ -45,11 +45,14 @@ from router.audit_journal import Journal
 from router.departure import DepartureWatch
 from router.errors import RegistryUnavailable
 from router.health import BackendHealth
+from router.metrics import GatewayMetrics, GatewayState
 from router.policy import PolicyEngine
 from router.receipts import BatchSigner
 from router.settings import Settings, resolve_secret
 from router.signing import Signer, load_or_create_signer
 from router.table import RoutingTable, build_table
+from router.telemetry import Telemetry
+from router.tracing import record_tracer
 
 if TYPE_CHECKING:
     from adapters.local_llamacpp import LocalModelServer
@@ -93,10 +96,18 @@ class Gateway:
             checkpoint_every=settings.audit_checkpoint_every,
             checkpoint_s=settings.audit_checkpoint_s,
         )
+        self.telemetry = Telemetry(
+            GatewayMetrics(settings.prometheus_multiproc_dir) if settings.metrics_enabled else None,
+            record_tracer(settings),
+            lambda: self._table,
+        )
+        self.tracing = self.telemetry.tracer is not None  # the request path keeps traceparent
+        observed = self.telemetry.metrics is not None or self.tracing
         self.audit = AuditWriter(
             store_batch(self.audit_store),
             flush_s=settings.audit_flush_s,
             batch_max=settings.audit_batch_max,
+            observer=self.telemetry if observed else None,
         )
         self.departures = DepartureWatch(settings.disconnect_check_s)
         self.signer: Signer | None = None
@@ -105,6 +116,7 @@ class Gateway:
         self.request_ids = request_ids()
         self.local_urls: dict[str, str] = {}
         self._table: RoutingTable | None = None
+        self._confirmed_at: float | None = None  # monotonic: snapshot last known current
         self._reload_lock = threading.Lock()
         self.fresh_until = 0.0  # monotonic; see the module docstring
         self.database_ok_at: float | None = None  # monotonic time of the last good contact
@@ -117,6 +129,7 @@ class Gateway:
         self._poller: asyncio.Task[None] | None = None
         self._departures: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
+        self._gauges: asyncio.Task[None] | None = None
 
     @property
     def table(self) -> RoutingTable:
@@ -150,16 +163,19 @@ class Gateway:
         self._departures = loop.create_task(self.departures.run(), name="departure-watch")
         if self.settings.audit_retention_days is not None:
             self._retention = loop.create_task(self._enforce_retention(), name="audit-retention")
+        if self.telemetry.metrics is not None:
+            self._gauges = loop.create_task(self._refresh_gauges(), name="metrics-gauges")
 
     async def stop(self) -> None:
         self._stop_watching.set()
         if self._watcher is not None:
             await asyncio.to_thread(self._watcher.join)
-        for task in (self._poller, self._departures, self._retention):
+        for task in (self._poller, self._departures, self._retention, self._gauges):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         await self.audit.stop()
+        await asyncio.to_thread(self.telemetry.shutdown)
         for adapter in {id(a): a for a in self._adapters.values()}.values():
             await adapter.close()  # the OpenAI-compatible adapter closes the shared session
         if self._local is not None:
@@ -195,6 +211,28 @@ class Gateway:
             except Exception:
                 log.exception("audit retention: prune failed; will try again")
             await asyncio.sleep(settings.audit_prune_interval_s)
+
+    async def _refresh_gauges(self) -> None:
+        """Every ``metrics_refresh_s``: this process's gauges, so that a scrape served by
+        another worker sees them (serve --workers)."""
+        metrics = self.telemetry.metrics
+        assert metrics is not None
+        while True:
+            metrics.refresh(self.state())
+            await asyncio.sleep(self.settings.metrics_refresh_s)
+
+    def state(self) -> GatewayState:
+        """What the gauges show now."""
+        table = self._table
+        deployments = table.snapshot.deployments if table is not None else {}
+        confirmed = self._confirmed_at
+        return GatewayState(
+            circuits={d: self.health.is_open(d) for d in deployments},
+            audit_queue=self.audit.queued,
+            registry_version=table.registry_version if table is not None else None,
+            policy_version=table.policy_version if table is not None else None,
+            snapshot_age_s=time.monotonic() - confirmed if confirmed is not None else None,
+        )
 
     def _start_local_model(self) -> None:
         from adapters.local_llamacpp import LocalModelServer
@@ -239,7 +277,8 @@ class Gateway:
             )
 
     def _confirm_fresh(self) -> None:
-        self.fresh_until = time.monotonic() + self.settings.max_staleness_s
+        self._confirmed_at = now = time.monotonic()
+        self.fresh_until = now + self.settings.max_staleness_s
 
     @contextlib.contextmanager
     def _contact(self) -> Iterator[None]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from platformdirs import user_data_dir
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 
@@ -112,6 +112,56 @@ class Settings(BaseSettings):
     # Ed25519 key of audit checkpoints and receipts (see router.signing); generated at first
     # start. Replicas that must sign with one key share this directory like any other secret.
     signing_key_dir: Path = Field(default_factory=default_signing_key_dir)
+
+    # -- observability (docs/observability.md) ----------------------------------------------
+    metrics_enabled: bool = True  # serve /metrics (Prometheus text format)
+    # when set, /metrics requires "Authorization: Bearer <this token>"; unset: open
+    metrics_token: SecretStr | None = None
+    # serve --workers N shares counters through files here (prometheus_client's multiprocess
+    # mode); the supervisor creates and removes a temporary one when unset
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None, validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR")
+    )
+    # how often each process refreshes its gauges (breakers, audit queue, snapshot)
+    metrics_refresh_s: float = Field(default=1.0, gt=0)
+    # Traces: the standard OpenTelemetry variables, read here and nowhere else. Off unless
+    # OTEL_TRACES_EXPORTER=otlp, or an OTLP endpoint is set and the exporter is not "none".
+    otel_sdk_disabled: bool = Field(default=False, validation_alias="OTEL_SDK_DISABLED")
+    otel_traces_exporter: str | None = Field(default=None, validation_alias="OTEL_TRACES_EXPORTER")
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    otel_exporter_otlp_headers: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"
+        ),
+    )
+    otel_service_name: str = Field(
+        default="provenance-router", validation_alias="OTEL_SERVICE_NAME"
+    )
+
+    @property
+    def tracing_enabled(self) -> bool:
+        """Whether spans are exported (docs/observability.md, "Traces")."""
+        exporter = (self.otel_traces_exporter or "").strip().lower()
+        if self.otel_sdk_disabled or exporter == "none":
+            return False
+        if exporter == "otlp":
+            return True
+        return bool(self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint)
+
+    @property
+    def otlp_traces_url(self) -> str:
+        """The OTLP/HTTP traces URL, as the specification derives it: the signal's own
+        endpoint as given, else the base endpoint + ``/v1/traces``."""
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint
+        base = self.otel_exporter_otlp_endpoint or "http://localhost:4318"
+        return f"{base.rstrip('/')}/v1/traces"
 
 
 def registry_engine(settings: Settings, database_url: str | None = None) -> Engine:

@@ -17,6 +17,9 @@ plus the command line's overrides as JSON in its arguments.
 - A worker that dies (or fails to start) stops the others: the service ends with status 1 and
   its process manager decides (a gateway never runs with fewer workers than asked, unnoticed).
 - A worker whose parent is gone (``kill -9``) sees its stdin close and stops gracefully.
+- Metrics: the workers share one ``PROMETHEUS_MULTIPROC_DIR`` (the configured one, emptied of
+  a previous run's files, or a temporary one removed at the end), so a scrape of ``/metrics``
+  answered by any worker adds up all of them (docs/observability.md).
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ import asyncio
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -64,11 +70,13 @@ class Supervisor:
         self.overrides = overrides
         self.host, self.port, self.hint = host, port, hint
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.metrics_dir: Path | None = None  # the workers' shared metric files
 
     def run(self) -> int:
         """Serve until a stop signal or a worker's death; returns the exit status."""
         sock = listen(self.host, self.port, self.settings.server_backlog)
         local = None
+        temporary = self._prepare_metrics_dir()
         try:
             local_url = None
             if self.settings.local_model:
@@ -79,6 +87,22 @@ class Supervisor:
             sock.close()  # (already closed once the workers started)
             if local is not None:
                 local.stop()
+            if temporary is not None:
+                shutil.rmtree(temporary, ignore_errors=True)
+
+    def _prepare_metrics_dir(self) -> Path | None:
+        """The workers' metrics directory; returns it when it is a temporary one."""
+        if not self.settings.metrics_enabled:
+            return None
+        configured = self.settings.prometheus_multiproc_dir
+        if configured is not None:
+            configured.mkdir(parents=True, exist_ok=True)
+            for stale in configured.glob("*.db"):  # a previous run's values would add up
+                stale.unlink()
+            self.metrics_dir = configured
+            return None
+        self.metrics_dir = Path(tempfile.mkdtemp(prefix="provenance-router-metrics-"))
+        return self.metrics_dir
 
     def _serve(self, sock: socket.socket, local_url: str | None, signals: _Signals) -> int:
         address = sock.getsockname()[:2]
@@ -103,8 +127,12 @@ class Supervisor:
         command += ["--overrides", json.dumps(self.overrides)]
         if local_url is not None:
             command += ["--local-url", local_url]
+        env = None  # inherited
+        if self.metrics_dir is not None:  # prometheus_client reads it where it is imported
+            env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
         return subprocess.Popen(
             command,
+            env=env,
             stdin=subprocess.PIPE,  # closes when this process dies: the worker stops then
             pass_fds=(sock.fileno(), ready_w),
             process_group=0,  # Ctrl-C reaches the parent only; it stops the workers

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from fastapi import APIRouter, FastAPI
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
 
 from router.admin import audit
@@ -21,7 +22,9 @@ from router.admin.openapi import install_openapi
 from router.deps import AdminContext
 from router.settings import Settings
 
-__all__ = ["build_admin_app"]
+__all__ = ["DOCS_ASSETS", "build_admin_app"]
+
+DOCS_ASSETS = "/admin/docs-assets"  # the interactive references' scripts, styles and icon
 
 
 def build_admin_app(
@@ -33,11 +36,13 @@ def build_admin_app(
 ) -> FastAPI:
     """The admin app; ``on_change`` runs after every committed write that changed the registry
     (the gateway reloads its snapshot there)."""
-    app = FastAPI(
+    app = FastAPIOffline(  # Swagger UI and ReDoc from the package's own files, no CDN
         title="provenance-router admin API",
         openapi_url="/admin/openapi.json",
         docs_url="/admin/docs",
-        redoc_url=None,
+        redoc_url="/admin/redoc",
+        static_url=DOCS_ASSETS,
+        swagger_ui_oauth2_redirect_url="/admin/docs/oauth2-redirect",
     )
     app.state.admin = AdminContext(engine=engine, settings=settings, on_change=on_change)
     for router in (*entity_routers(), audit.router, *extra_routers):

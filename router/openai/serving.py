@@ -94,6 +94,8 @@ class Exchange:
     key: KeySnap | None = None
     model: str | None = None
     action: str | None = None
+    endpoint: str | None = None  # the operation's ("chat/completions", ...) or "models"
+    traceparent: str | None = None  # the client's trace context (kept when tracing is on)
     context: RequestContext | None = None
     decisions: tuple[CandidateDecision, ...] = ()
     log: AttemptLog = field(default_factory=AttemptLog)
@@ -130,6 +132,8 @@ class Exchange:
             prompt_tokens=self.usage.get("prompt_tokens"),
             completion_tokens=self.usage.get("completion_tokens"),
             total_tokens=self.usage.get("total_tokens"),
+            endpoint=self.endpoint,
+            traceparent=self.traceparent,
         )
 
     def close(self) -> None:
@@ -196,6 +200,9 @@ async def _dispatch(
     gateway.require_fresh()  # fail closed on a snapshot too stale to trust
     headers = RequestHeaders.of(scope["headers"])
     exchange.action = operation.action if operation else "list"
+    exchange.endpoint = operation.endpoint if operation else "models"
+    if gateway.tracing:
+        exchange.traceparent = traceparent(scope["headers"])
     exchange.key = authenticate(exchange.table, headers.authorization)
     if operation is None:
         await _serve_models(exchange, path, method, headers, send)
@@ -228,6 +235,14 @@ class RequestHeaders:
             elif name == b"content-length":
                 headers.content_length = value
         return headers
+
+
+def traceparent(raw: list[tuple[bytes, bytes]]) -> str | None:
+    """The W3C ``traceparent`` header (its first copy), for the request's span."""
+    for name, value in raw:
+        if name == b"traceparent":
+            return value.decode("latin-1")
+    return None
 
 
 def authenticate(table: RoutingTable, values: list[bytes]) -> KeySnap:

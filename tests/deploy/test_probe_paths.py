@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import pytest
 
 from router.asgi import create_app
 from router.settings import Settings
@@ -14,11 +13,6 @@ from tests.deploy.settings_names import PROBE_PATHS
 from tests.servers import serve_app
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="/healthz and /readyz are added by another branch of issue 20: remove this mark "
-    "when merging it (strict: this test fails as soon as both answer)",
-)
 def test_a_running_gateway_answers_every_probe_path(tmp_path: Path) -> None:
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'registry.db'}",

@@ -51,3 +51,27 @@ def test_environment_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     monkeypatch.setenv("PROVENANCE_ROUTER_REGISTRY_LOCK_TIMEOUT_S", "2")
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'r.db'}", _env_file=None)
     assert (settings.database_pool_size, settings.registry_lock_timeout_s) == (7, 2.0)
+
+
+def test_observability_reads_the_standard_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Tracing and the workers' metrics directory use the names OpenTelemetry and
+    prometheus_client define (docs/observability.md), without our prefix."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t0ken")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "gw-eu")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setenv("PROVENANCE_ROUTER_METRICS_TOKEN", "scrape-token")
+    settings = Settings(_env_file=None)
+    assert settings.tracing_enabled
+    assert settings.otlp_traces_url == "http://127.0.0.1:4318/v1/traces"
+    assert settings.otel_service_name == "gw-eu"
+    assert settings.prometheus_multiproc_dir == tmp_path
+    assert settings.metrics_token is not None and "scrape-token" not in repr(settings)
+    headers = settings.otel_exporter_otlp_headers
+    assert headers is not None and "t0ken" not in repr(settings)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://collector:4318/traces")
+    assert Settings(_env_file=None).otlp_traces_url == "http://collector:4318/traces"
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert not Settings(_env_file=None).tracing_enabled
