@@ -169,7 +169,7 @@ def _model(mid: str, dev: str, lic: str, hw: str | None, **extra: Any) -> dict[s
         "family": mid.split("/")[1].split("-")[0],
         "license": lic,
         "review_status": "approved",
-        "training_hardware_vendor": hw,
+        "training_hardware": [{"vendor": hw}] if hw else [],
         "training_data_origin": "web",
         "claim": claim(),
     }
