@@ -11,7 +11,8 @@ facts behind it with their source, confidence and retrieval date. Pure over a sn
     evidence                 how many facts per confidence, and the oldest retrieval
 
 No score: a reader sees the facts and where they come from, and decides. A fact with no value
-is shown as ``unknown`` (confidence ``unknown``), never left out: a gap is information too.
+is shown as ``unknown`` (confidence ``unknown``), never left out: a gap is information too. An
+empty list under a claim (no listings, no restrictions) is a stated fact, shown as ``[]``.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def fact(entity: str, claimed: Claimed, name: str, value: Any) -> Fact:
     """The fact ``name`` (registry field name) of ``claimed`` with value ``value``, and its
     claim: the per-field claim if there is one, else the entity's."""
     claim: Claim = claimed.claims.get(name, claimed.claim)
-    stated = value not in (None, (), [], frozenset())
+    stated = value is not None  # the snapshot holds None for a fact no source states
     confidence: Confidence = claim.confidence if stated else "unknown"
     return Fact(
         entity=entity,
