@@ -72,7 +72,7 @@ ORGANIZATIONS: list[dict[str, Any]] = [
         "name": "Redstar AI LLC",
         "hq_country": "RU",
         "incorporation_country": "RU",
-        "jurisdiction_tags": ["sanctioned"],
+        "listings": [{"list": "us-ofac-sdn"}],  # fictional organization, fictional listing
         "state_affiliated": True,
     },
     {
@@ -336,7 +336,7 @@ baseline: true
 rules:
   - id: no-sanctioned-developers
     description: Never route to models whose lineage includes a sanctioned developer.
-    deny: {jurisdiction_tag: [sanctioned, us-entity-list]}
+    deny: {developer_listed_on: [us-ofac-sdn, us-entity-list]}
   - id: no-ru-developed
     deny: {developer_country_any_ancestor: [RU, KP, IR]}
   - id: no-state-affiliated

@@ -218,7 +218,12 @@ def _observed_on(value: str) -> str:
 ObservedOn = Annotated[
     str,
     AfterValidator(_observed_on),
-    Documented(lambda: {"description": f"{WEIGHTS!r} or the id of the deployment observed"}),
+    Documented(
+        lambda: {
+            "pattern": f"^(?:{WEIGHTS}|{SLUG_RE.pattern})$",
+            "description": f"{WEIGHTS!r} or the id of the deployment observed",
+        }
+    ),
 ]
 
 

@@ -29,9 +29,11 @@ from registry.snapshot import (
     Claimed,
     Confidence,
     DeploymentSnap,
+    ListingSnap,
     ModelSnap,
     RegistrySnapshot,
 )
+from registry.vocabulary import named_list_info
 
 UNKNOWN = "unknown"
 
@@ -245,9 +247,15 @@ def _governance(
         yield fact(entity, org, "parent", org.parent_id)
         chain = snapshot.control_chain(org_id)
         yield Fact(entity, "control_chain", list(chain), "reported", "computed from parents", None)
-        yield fact(entity, org, "listings", org.listings)
+        yield fact(entity, org, "listings", [_listing(item) for item in org.listings])
         if org.jurisdiction_tags:
             yield fact(entity, org, "jurisdiction_tags", org.jurisdiction_tags)
+
+
+def _listing(item: ListingSnap) -> dict[str, Any]:
+    """A listing with its list's official name and URL (``registry/data/listings.yaml``)."""
+    name, url = named_list_info(item.list)
+    return {**_jsonable(item), "name": name, "url": url}
 
 
 def _behavior(snapshot: RegistrySnapshot, lineage: tuple[str, ...]) -> Iterator[Fact]:

@@ -162,7 +162,8 @@ Topic = Annotated[
     AfterValidator(normalise_topic),
     Documented(
         lambda: {
-            "minLength": 1,
+            "pattern": "[A-Za-z0-9]",  # at least one letter or digit (JSON Schema: anywhere)
+            "maxLength": 64,
             "description": "A behavioural-restriction topic; stored as a lower-case slug "
             "(`Tiananmen 1989` -> `tiananmen-1989`)",
         }

@@ -31,9 +31,10 @@ def profile_command(
     database_url: DatabaseUrl = None,
     registry_file: RegistryFile = None,
 ) -> None:
-    """Show every provenance fact of a model or deployment with its source, confidence and date.
+    """Show the provenance profile of a model or deployment.
 
-    No score: one row per dimension, the facts behind it, where each comes from."""
+    Every fact, one row per dimension, with its source, confidence and retrieval date; no
+    score."""
     with open_registry(database_url, registry_file) as engine:
         snapshot = load_registry_snapshot(engine)
     try:

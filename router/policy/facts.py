@@ -344,18 +344,14 @@ def _restriction_attrs(
     the model or an ancestor, on this deployment itself, or where the evidence does not say.
     Evidence gathered on another deployment (a first-party API's own filter) does not apply."""
     models = [snapshot.models.get(i) for i in model_ids]
-    on_weights: set[str] = set()
-    applying: set[str] = set()
-    for model in models:
-        for item in (
-            model.behavioral_restrictions
-            if model and known(model, "behavioral_restrictions")
-            else ()
-        ):
-            if item.observed_on == WEIGHTS:
-                on_weights.add(item.topic)
-            if item.observed_on in (WEIGHTS, deployment_id, None):
-                applying.add(item.topic)
+    restrictions = [
+        item
+        for model in models
+        if model and known(model, "behavioral_restrictions")
+        for item in model.behavioral_restrictions
+    ]
+    on_weights = {r.topic for r in restrictions if r.observed_on == WEIGHTS}
+    applying = {r.topic for r in restrictions if r.observed_on in (WEIGHTS, deployment_id, None)}
     claims = [m.confidence("behavioral_restrictions") if m else "unknown" for m in models]
     return {
         "restricted_topics": tuple(sorted(applying)),

@@ -287,10 +287,13 @@ def test_profile_api_of_a_model_lists_every_dimension_with_sources(world: World)
     assert own["confidence"] == "reported"
     governance = {(f["entity"], f["fact"]): f["value"] for f in rows["governance"]}
     assert governance[("organization dsk", "control_chain")] == ["dsk", "hf"]
-    listing = governance[("organization hf", "listings")]
-    assert listing == [
-        {"list": "us-entity-list", "since": "2025-01-15", "source": "https://x.test"}
-    ]
+    (listing,) = governance[("organization hf", "listings")]
+    assert (listing["list"], listing["since"], listing["source"]) == (
+        "us-entity-list",
+        "2025-01-15",
+        "https://x.test",
+    )
+    assert "Entity List" in listing["name"] and listing["url"].startswith("https://")
     countries = {(f["entity"], f["fact"]): f["value"] for f in rows["developer_jurisdiction"]}
     assert (
         countries[("organization dsk", "hq_country")] == "CN"
