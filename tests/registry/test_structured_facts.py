@@ -12,7 +12,7 @@ from sqlalchemy import Engine, text
 
 from registry.db import migrate, run_alembic, session_scope
 from registry.service import ValidationFailed, load_snapshot, write_transaction
-from tests.registry.conftest import CLAIM, DISTILL, seed
+from tests.registry.conftest import CLAIM, DISTILL, LLAMA, seed
 
 
 def _update(engine: Engine, kind: str, id: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +61,18 @@ def test_model_facts_are_stored_in_canonical_form(seeded: Engine) -> None:
     assert model.training_gpu_hours == 2_788_000
     # the distill's ancestor (Llama) states no hardware: the lineage set is the distill's own
     assert snapshot.training_hardware_vendors(DISTILL["id"]) == {"huawei", "nvidia"}
+
+
+def test_training_hardware_vendors_follow_the_lineage(seeded: Engine) -> None:
+    """What the exposure report groups by: a model's own vendors and its ancestors'."""
+    _update(seeded, "model", LLAMA["id"], {"training_hardware": [{"accelerator": "H100"}]})
+    _update(seeded, "model", DISTILL["id"], {"training_hardware": [{"vendor": "amd"}]})
+    with session_scope(seeded) as session:
+        snapshot = load_snapshot(session=session)
+    assert snapshot.training_hardware_vendors(DISTILL["id"]) == {"amd", "nvidia"}
+    assert snapshot.training_hardware_vendors(DISTILL["id"], lineage=False) == {"amd"}
+    assert snapshot.training_hardware_vendors(LLAMA["id"]) == {"nvidia"}
+    assert snapshot.training_hardware_vendors("no/such-model") == frozenset()
 
 
 @pytest.mark.parametrize(

@@ -169,6 +169,16 @@ def test_developer_listed_on_a_list_via_parent_and_lineage(world: World) -> None
     assert world.calls() == (0, 0, 0)
 
 
+def test_developer_controlled_by_an_organization_along_lineage(world: World) -> None:
+    rules = "rules:\n  - id: not-hf-controlled\n    deny: {developer_controlled_by: [HF]}\n"
+    assert activate(world, rules).status_code == 201
+    assert ask(world, "acme/v4-ft").startswith("denied:")  # its base's developer's parent
+    assert world.calls() == (0, 0, 0)
+    other = "rules:\n  - id: not-uscloud\n    deny: {developer_controlled_by: [uscloud]}\n"
+    assert activate(world, other).status_code == 201
+    assert ask(world, "acme/v4-ft") == "ft"
+
+
 def test_training_hardware_vendor_for_one_tenant_including_lineage(world: World) -> None:
     rules = (
         "rules:\n  - id: limited-no-huawei-trained\n"
