@@ -72,7 +72,7 @@ ORGANIZATIONS: list[dict[str, Any]] = [
         "name": "Redstar AI LLC",
         "hq_country": "RU",
         "incorporation_country": "RU",
-        "jurisdiction_tags": ["sanctioned"],
+        "listings": [{"list": "us-ofac-sdn"}],  # fictional organization, fictional listing
         "state_affiliated": True,
     },
     {
@@ -169,7 +169,7 @@ def _model(mid: str, dev: str, lic: str, hw: str | None, **extra: Any) -> dict[s
         "family": mid.split("/")[1].split("-")[0],
         "license": lic,
         "review_status": "approved",
-        "training_hardware_vendor": hw,
+        "training_hardware": [{"vendor": hw}] if hw else [],
         "training_data_origin": "web",
         "claim": claim(),
     }
@@ -336,7 +336,7 @@ baseline: true
 rules:
   - id: no-sanctioned-developers
     description: Never route to models whose lineage includes a sanctioned developer.
-    deny: {jurisdiction_tag: [sanctioned, us-entity-list]}
+    deny: {developer_listed_on: [us-ofac-sdn, us-entity-list]}
   - id: no-ru-developed
     deny: {developer_country_any_ancestor: [RU, KP, IR]}
   - id: no-state-affiliated

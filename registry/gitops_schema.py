@@ -395,7 +395,10 @@ def _message(error: Any) -> str:
 # --------------------------------------------------------------------------- normalisation
 
 
-ORDERED_LISTS = frozenset({"candidates", "lineage"})  # every other list is a set
+# Lists kept in the order written; every other list is a set.
+ORDERED_LISTS = frozenset(
+    {"candidates", "lineage", "training_hardware", "behavioral_restrictions", "listings"}
+)
 
 
 def normalise(column: str, value: Any) -> Any:
@@ -414,8 +417,8 @@ def normalise(column: str, value: Any) -> Any:
         if column in ORDERED_LISTS or not all(isinstance(i, Hashable) for i in items):
             return items
         return sorted(set(items), key=_sort_key)
-    if isinstance(value, Mapping):
-        return {str(k): normalise(column, v) for k, v in sorted(value.items())}
+    if isinstance(value, Mapping):  # an unset (null) key is the same as an absent one
+        return {str(k): normalise(column, v) for k, v in sorted(value.items()) if v is not None}
     return _scalar(value)
 
 
@@ -505,11 +508,19 @@ def _is_default_empty(kind: str, column: str, value: Any) -> bool:
 
 
 def _export_value(column: str, value: Any) -> Any:
+    """Claims with their dates as dates; the items of a list of mappings without their unset
+    (null) keys."""
+    if isinstance(value, list):
+        return [_without_nulls(v) if isinstance(v, Mapping) else v for v in value]
     if column == "claim":
         return _export_claim(value)
     if column == "claims":
         return {file_path(fact): _export_claim(claim) for fact, claim in value.items()}
     return value
+
+
+def _without_nulls(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in item.items() if v is not None}
 
 
 def _export_claim(claim: Mapping[str, Any]) -> dict[str, Any]:

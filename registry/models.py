@@ -44,6 +44,7 @@ from sqlmodel import Field, SQLModel
 
 from registry.keys import MIN_KEY_LENGTH
 from registry.snapshot import (
+    WEIGHTS,
     AdapterKind,
     Confidence,
     Hosting,
@@ -56,6 +57,7 @@ from registry.validation import (
     MODEL_ID_RE,
     SLUG_RE,
     Accelerator,
+    Amount,
     Count32,
     Count64,
     Country,
@@ -63,22 +65,25 @@ from registry.validation import (
     Documented,
     EnvVarName,
     Flag,
+    Fraction,
     HardwareVendor,
     Int32,
     LicenseId,
     ModelId,
+    NamedList,
     Number,
     Positive32,
     Purpose,
     Region,
     RouteName,
     Slug,
+    Topic,
     UniqueItems,
     Url,
     eea_countries,
     flatten_deployment,
 )
-from registry.vocabulary import accelerator_vendor
+from registry.vocabulary import accelerator_vendor, named_lists
 
 # Named constraints, so later migrations (batch mode on SQLite) can drop and alter them.
 SQLModel.metadata.naming_convention = {
@@ -130,6 +135,20 @@ def _candidate(value: str) -> str:
 
 CANDIDATE_RE = re.compile(rf"{SLUG_RE.pattern}|{MODEL_ID_RE.pattern}")
 UniqueScopes = Annotated[list[Scope], AfterValidator(_unique), UniqueItems()]
+UniqueCountries = Annotated[list[Country], AfterValidator(_unique), UniqueItems()]
+
+
+def _not_a_list_name(tag: str) -> str:
+    """A tag naming a sanctions list would be a second spelling of a listing: refused."""
+    if named_lists().lookup(tag) is not None:
+        raise ValueError(
+            f"{tag!r} names a sanctions or export list: write it under listings "
+            f"({{list: {named_lists().lookup(tag)}, since: YYYY-MM-DD, source: URL}})"
+        )
+    return tag
+
+
+JurisdictionTag = Annotated[str, AfterValidator(_not_a_list_name)]
 Candidate = Annotated[
     str,
     AfterValidator(_candidate),
@@ -151,6 +170,84 @@ class ClaimData(BaseModel):
     source: str | None = None
     retrieved_at: Day | None = None
     confidence: Confidence = "unknown"
+
+
+def vendor_of_accelerator(vendor: str | None, accelerator: str | None) -> str | None:
+    """The vendor, derived from the accelerator when absent: every accelerator has one vendor,
+    and naming another is an error, not a guess."""
+    if accelerator is None:
+        return vendor
+    maker = accelerator_vendor(accelerator)
+    if vendor is not None and vendor != maker:
+        raise ValueError(f"{accelerator} is made by {maker}, not by vendor {vendor}")
+    return maker
+
+
+class TrainingHardware(BaseModel):
+    """One part of the hardware a model was trained on: ``{vendor: huawei, share: 0.3}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vendor: HardwareVendor | None = None
+    accelerator: Accelerator | None = None
+    share: Fraction | None = None  # of the training compute, where the source states it
+
+    @model_validator(mode="after")
+    def _vendor(self) -> TrainingHardware:
+        self.vendor = vendor_of_accelerator(self.vendor, self.accelerator)
+        if self.vendor is None:
+            raise ValueError("names neither a vendor nor an accelerator")
+        return self
+
+
+class TrainingCompute(BaseModel):
+    """Training compute, where the source states it (either or both)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flops: Amount | None = None
+    gpu_hours: Amount | None = None
+
+
+def _observed_on(value: str) -> str:
+    if value != WEIGHTS and not SLUG_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is neither {WEIGHTS!r} nor a deployment id")
+    return value
+
+
+ObservedOn = Annotated[
+    str,
+    AfterValidator(_observed_on),
+    Documented(
+        lambda: {
+            "pattern": f"^(?:{WEIGHTS}|{SLUG_RE.pattern})$",
+            "description": f"{WEIGHTS!r} or the id of the deployment observed",
+        }
+    ),
+]
+
+
+class BehavioralRestriction(BaseModel):
+    """A topic the model was observed to decline or distort, with the evidence. Where it was
+    observed matters: a first-party API may filter at application level what the open weights
+    answer, so ``observed_on`` is ``weights`` or the deployment id (unset: not stated)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topic: Topic
+    evidence_url: Url | None = None
+    observed_at: Day | None = None
+    observed_on: ObservedOn | None = None
+
+
+class Listing(BaseModel):
+    """An organization's listing on a named sanctions or export list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    list: NamedList
+    since: Day | None = None
+    source: str | None = None
 
 
 class LineageEdge(BaseModel):
@@ -204,8 +301,9 @@ class OrganizationBase(ClaimedBase):
     hq_country: Country | None = None
     incorporation_country: Country | None = None
     parent: Slug | None = Field(default=None, foreign_key="organizations.id", index=True)
-    jurisdiction_tags: list[str] = Field(default_factory=list, sa_type=JSONType)
+    jurisdiction_tags: list[JurisdictionTag] = Field(default_factory=list, sa_type=JSONType)
     state_affiliated: Flag | None = None
+    listings: list[Listing] = Field(default_factory=list, sa_type=JSONType)
 
 
 class Organization(OrganizationBase, Tracked, table=True):
@@ -216,6 +314,13 @@ class Organization(OrganizationBase, Tracked, table=True):
 
 class OrganizationCreate(OrganizationBase, ClaimsMatchFields):
     id: Slug
+
+    @field_validator("listings")
+    @classmethod
+    def _one_listing_per_list(cls, listings: list[Listing]) -> list[Listing]:
+        if len({listing.list for listing in listings}) != len(listings):
+            raise ValueError("names the same list twice")
+        return listings
 
 
 class OrganizationPublic(OrganizationBase, Tracked):
@@ -277,9 +382,13 @@ class ModelBase(ClaimedBase):
     license: LicenseId | None = Field(default=None, foreign_key="licenses.id", index=True)
     weights_digest: str | None = None
     review_status: ReviewStatus = Field(default="under_review", sa_type=String)
-    training_hardware_vendor: HardwareVendor | None = None
-    training_data_origin: str | None = None
-    behavioral_restrictions: list[str] = Field(default_factory=list, sa_type=JSONType)
+    training_hardware: list[TrainingHardware] = Field(default_factory=list, sa_type=JSONType)
+    training_data_countries: UniqueCountries = Field(default_factory=list, sa_type=JSONType)
+    training_data_origin: str | None = None  # a note for readers; policies use the countries
+    training_compute: TrainingCompute | None = Field(default=None, sa_type=JSONType)
+    behavioral_restrictions: list[BehavioralRestriction] = Field(
+        default_factory=list, sa_type=JSONType
+    )
 
 
 class Model(ModelBase, Tracked, table=True):
@@ -291,6 +400,13 @@ class Model(ModelBase, Tracked, table=True):
 class ModelCreate(ModelBase, ClaimsMatchFields):
     id: ModelId
     lineage: list[LineageEdge] = []
+
+    @field_validator("training_hardware")
+    @classmethod
+    def _shares_add_up(cls, parts: list[TrainingHardware]) -> list[TrainingHardware]:
+        if sum(part.share or 0 for part in parts) > 1 + 1e-9:
+            raise ValueError("shares add up to more than 1")
+        return parts
 
     @field_validator("lineage")
     @classmethod
@@ -370,19 +486,13 @@ class DeploymentCreate(DeploymentBase, ClaimsMatchFields):
         cls, accelerator: str | None, info: ValidationInfo
     ) -> str | None:
         """Every accelerator has one vendor; naming another is an error, not a guess."""
-        vendor = info.data.get("hardware_vendor")
-        if accelerator is None or vendor is None:
-            return accelerator
-        maker = accelerator_vendor(accelerator)
-        if vendor != maker:
-            raise ValueError(f"{accelerator} is made by {maker}, not by hardware_vendor {vendor}")
+        vendor_of_accelerator(info.data.get("hardware_vendor"), accelerator)
         return accelerator
 
     @model_validator(mode="after")
     def _vendor_of_accelerator(self) -> DeploymentCreate:
         """The vendor is derived from the accelerator when absent."""
-        if self.accelerator is not None and self.hardware_vendor is None:
-            self.hardware_vendor = accelerator_vendor(self.accelerator)
+        self.hardware_vendor = vendor_of_accelerator(self.hardware_vendor, self.accelerator)
         return self
 
 

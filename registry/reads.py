@@ -38,18 +38,23 @@ from registry.snapshot import (
     KeySnap,
     LicenseSnap,
     Lineage,
+    ListingSnap,
     ModelSnap,
     OrgSnap,
     PolicySnap,
     RegistrySnapshot,
+    RestrictionSnap,
     RouteSnap,
     TenantSnap,
+    TrainingHardwareSnap,
 )
 from registry.validation import MODEL_ID_RE, SLUG_RE, check_purpose, check_region
 from registry.vocabulary import (
     normalise_accelerator,
     normalise_country,
     normalise_hardware_vendor,
+    normalise_named_list,
+    normalise_topic,
 )
 
 log = logging.getLogger("provenance_router.registry")
@@ -300,10 +305,9 @@ def _all_rows(db: Connection, spec: KindSpec) -> list[RowMapping]:
 
 def _claim(data: Mapping[str, Any] | None) -> Claim:
     data = data or {}
-    retrieved = data.get("retrieved_at")
     return Claim(
         source=data.get("source"),
-        retrieved_at=date.fromisoformat(retrieved) if retrieved else None,
+        retrieved_at=_day(data.get("retrieved_at")),
         confidence=data.get("confidence", "unknown"),
     )
 
@@ -343,8 +347,56 @@ def _org(row: RowMapping) -> OrgSnap:
         parent_id=row["parent"],
         jurisdiction_tags=frozenset(row["jurisdiction_tags"]),
         state_affiliated=row["state_affiliated"],
+        listings=tuple(_listings(row)),
         **_claimed(row),
     )
+
+
+def _day(value: str | None) -> date | None:
+    return date.fromisoformat(value) if value else None
+
+
+def _listings(row: RowMapping) -> Iterable[ListingSnap]:
+    """Listings in canonical spelling; one naming no known list is reported and left out (the
+    field's claim then still says the listings were looked at: keep the data clean on write)."""
+    for item in row["listings"] or ():
+        name = _mapped(item.get("list"), normalise_named_list, f"a listing of {row['id']}")
+        if name is not None:
+            yield ListingSnap(name, _day(item.get("since")), item.get("source"))
+
+
+def _training_hardware(row: RowMapping) -> tuple[TrainingHardwareSnap, ...] | None:
+    """The stated training hardware; None when nothing is stated. A part whose vendor no
+    longer maps makes the whole fact unknown (fail closed), never a partial list."""
+    parts = []
+    for item in row["training_hardware"] or ():
+        what = f"training hardware of {row['id']}"
+        vendor = _mapped(item.get("vendor"), normalise_hardware_vendor, what)
+        if vendor is None:
+            return None
+        accelerator = _mapped(item.get("accelerator"), normalise_accelerator, what)
+        parts.append(TrainingHardwareSnap(vendor, accelerator, item.get("share")))
+    return tuple(parts) or None
+
+
+def _training_data_countries(row: RowMapping) -> frozenset[str] | None:
+    what = f"a training data country of {row['id']}"
+    countries = [_mapped(c, normalise_country, what) for c in row["training_data_countries"] or ()]
+    if None in countries:
+        return None
+    return frozenset(c for c in countries if c is not None) or None
+
+
+def _restrictions(row: RowMapping) -> Iterable[RestrictionSnap]:
+    for item in row["behavioral_restrictions"] or ():
+        topic = _mapped(item.get("topic"), normalise_topic, f"a restriction of {row['id']}")
+        if topic is not None:
+            yield RestrictionSnap(
+                topic,
+                item.get("evidence_url"),
+                _day(item.get("observed_at")),
+                item.get("observed_on"),
+            )
 
 
 def _license(row: RowMapping) -> LicenseSnap:
@@ -373,10 +425,12 @@ def _model(row: RowMapping, edges: Iterable[Mapping[str, str]]) -> ModelSnap:
         family=row["family"],
         license_id=row["license"],
         review_status=row["review_status"],
-        training_hardware_vendor=_canonical(
-            row, "training_hardware_vendor", normalise_hardware_vendor
-        ),
+        training_hardware=_training_hardware(row),
+        training_data_countries=_training_data_countries(row),
         training_data_origin=row["training_data_origin"],
+        training_flops=(row["training_compute"] or {}).get("flops"),
+        training_gpu_hours=(row["training_compute"] or {}).get("gpu_hours"),
+        behavioral_restrictions=tuple(_restrictions(row)),
         parents=tuple(Lineage(e["relation"], e["model"]) for e in edges),  # type: ignore[arg-type]
         **_claimed(row),
     )

@@ -29,6 +29,8 @@ Relation = Literal[
     "continued_pretrain_of",
 ]
 
+WEIGHTS = "weights"  # ``observed_on`` of evidence gathered on the open weights themselves
+
 CONFIDENCE_ORDER: Mapping[str, int] = {"unknown": 0, "reported": 1, "verified": 2}
 
 
@@ -55,6 +57,32 @@ class Claimed:
         return self.claims.get(fact, self.claim).confidence
 
 
+@dataclass(frozen=True, slots=True)
+class ListingSnap:
+    """A listing on a named sanctions or export list (``registry/data/listings.yaml``)."""
+
+    list: str
+    since: date | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingHardwareSnap:
+    vendor: str
+    accelerator: str | None = None
+    share: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RestrictionSnap:
+    """A behavioural restriction: ``observed_on`` is ``weights``, a deployment id, or None."""
+
+    topic: str
+    evidence_url: str | None = None
+    observed_at: date | None = None
+    observed_on: str | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OrgSnap(Claimed):
     id: str
@@ -64,6 +92,7 @@ class OrgSnap(Claimed):
     parent_id: str | None = None
     jurisdiction_tags: frozenset[str] = frozenset()
     state_affiliated: bool | None = None
+    listings: tuple[ListingSnap, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,9 +125,18 @@ class ModelSnap(Claimed):
     family: str | None = None
     license_id: str | None = None
     review_status: ReviewStatus = "under_review"
-    training_hardware_vendor: str | None = None
+    training_hardware: tuple[TrainingHardwareSnap, ...] | None = None  # None: not stated
+    training_data_countries: frozenset[str] | None = None  # None: not stated
     training_data_origin: str | None = None
+    training_flops: float | None = None
+    training_gpu_hours: float | None = None
+    behavioral_restrictions: tuple[RestrictionSnap, ...] = ()
     parents: tuple[Lineage, ...] = ()
+
+    @property
+    def training_hardware_vendors(self) -> frozenset[str]:
+        """The vendors of the model's own training hardware (empty when not stated)."""
+        return frozenset(part.vendor for part in self.training_hardware or ())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,3 +212,36 @@ class RegistrySnapshot:
 
     def deployments_of(self, model_id: str) -> tuple[DeploymentSnap, ...]:
         return tuple(d for d in self.deployments.values() if d.model_id == model_id)
+
+    def control_chain(self, org_id: str | None) -> tuple[str, ...]:
+        """``org_id`` and the organizations that control it, parent by parent up to the root.
+
+        Writes refuse a cycle of parents; should one be in the data anyway, the chain stops
+        before repeating itself. A parent missing from the registry ends the chain."""
+        chain: list[str] = []
+        while org_id is not None and org_id in self.orgs and org_id not in chain:
+            chain.append(org_id)
+            org_id = self.orgs[org_id].parent_id
+        return tuple(chain)
+
+    def same_group(self, org_a: str | None, org_b: str | None) -> bool | None:
+        """Whether two organizations share a control chain (one controls the other, or a common
+        parent controls both); None when either is not in the registry."""
+        chain_a, chain_b = self.control_chain(org_a), self.control_chain(org_b)
+        if not chain_a or not chain_b:
+            return None
+        return bool(set(chain_a) & set(chain_b))
+
+    def training_hardware_vendors(self, model_id: str, *, lineage: bool = True) -> frozenset[str]:
+        """The vendors of the hardware ``model_id`` was trained on: its own and, with
+        ``lineage``, every ancestor's (a fine-tune also runs on its base's pre-training). Empty
+        when no source states any; unknown members are simply absent."""
+        from registry.lineage import ancestors  # lineage imports this module's types
+
+        ids = (model_id, *(ancestors(self.models, model_id) if lineage else ()))
+        return frozenset(
+            vendor
+            for current in ids
+            if (model := self.models.get(current)) is not None
+            for vendor in model.training_hardware_vendors
+        )

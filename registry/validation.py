@@ -32,11 +32,14 @@ from registry.vocabulary import (
     country_codes,
     eea_countries,
     hardware_vendors,
+    named_lists,
     normalise_accelerator,
     normalise_country,
     normalise_hardware_vendor,
     normalise_license,
+    normalise_named_list,
     normalise_slug,
+    normalise_topic,
     spdx_ids,
 )
 
@@ -149,6 +152,23 @@ Accelerator = Annotated[
     _spelled(accelerators, "Accelerator", "An accelerator of registry/data/hardware.yaml"),
 ]
 Region = Annotated[str, AfterValidator(check_region), _REGION_TEXT]
+NamedList = Annotated[
+    str,
+    AfterValidator(normalise_named_list),
+    _spelled(named_lists, "NamedList", "A sanctions or export list of registry/data/listings.yaml"),
+]
+Topic = Annotated[
+    str,
+    AfterValidator(normalise_topic),
+    Documented(
+        lambda: {
+            "pattern": "[A-Za-z0-9]",  # at least one letter or digit (JSON Schema: anywhere)
+            "maxLength": 64,
+            "description": "A behavioural-restriction topic; stored as a lower-case slug "
+            "(`Tiananmen 1989` -> `tiananmen-1989`)",
+        }
+    ),
+]
 Purpose = Annotated[str, AfterValidator(check_purpose), _REGION_TEXT]
 _SLUG_TEXT = "a slug (letters, digits, '.', '_', '-'; at most 128)"
 Slug = Annotated[str, _pattern_check(SLUG_RE, _SLUG_TEXT), _matching(SLUG_RE, _SLUG_TEXT)]
@@ -227,6 +247,8 @@ Count32 = Annotated[int, Ge(0), Le(INT32_MAX), _INTEGER]
 Positive32 = Annotated[int, Ge(1), Le(INT32_MAX), _INTEGER]
 Count64 = Annotated[int, Ge(0), Le(INT64_MAX), _INTEGER]
 Number = Annotated[float, Strict()]
+Fraction = Annotated[float, Strict(), Ge(0), Le(1)]
+Amount = Annotated[float, Strict(), Ge(0)]
 Day = Annotated[date, BeforeValidator(_iso_date)]
 Moment = Annotated[datetime, BeforeValidator(_not_a_timestamp)]
 

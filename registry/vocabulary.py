@@ -10,7 +10,10 @@ both go through the same functions here:
 - **hardware vendors and accelerators**: ``registry/data/hardware.yaml`` (``Huawei
   Technologies`` -> ``huawei``, ``Ascend 910B`` -> ``ascend-910b``, ``NVIDIA H100`` -> ``h100``);
   every accelerator belongs to one vendor;
-- **regions and purposes**: lower-case slugs (``EU-Central-1`` -> ``eu-central-1``).
+- **named sanctions and export lists**: ``registry/data/listings.yaml`` (``Entity List`` ->
+  ``us-entity-list``), each with its official name and URL;
+- **regions, purposes and behavioural-restriction topics**: lower-case slugs
+  (``EU-Central-1`` -> ``eu-central-1``).
 
 Matching ignores case, spaces and punctuation. A value that maps to nothing raises
 ``ValueError`` whose message lists the closest accepted spellings ("did you mean"); callers turn
@@ -145,6 +148,46 @@ def accelerators() -> Vocabulary:
         prefixes = [vendor, vendors[vendor]["name"], *vendors[vendor]["aliases"]]
         spellings[name] = own + [f"{p} {s}" for p in prefixes for s in own]
     return _vocabulary("a known accelerator", spellings)
+
+
+@cache
+def _listings() -> dict[str, Any]:
+    text = files("registry").joinpath("data", "listings.yaml").read_text(encoding="utf-8")
+    lists: dict[str, Any] = yaml.safe_load(text)["lists"]
+    return lists
+
+
+@cache
+def named_lists() -> Vocabulary:
+    """Sanctions and export lists; a name outside it is refused listing every accepted one."""
+    rows = _listings()
+    return _vocabulary(
+        "a known sanctions or export list", {k: r["aliases"] for k, r in rows.items()}
+    )
+
+
+def named_list_info(name: str) -> tuple[str, str]:
+    """Official name and URL of a canonical list."""
+    row = _listings()[name]
+    return str(row["name"]), str(row["url"])
+
+
+def normalise_named_list(value: str) -> str:
+    """The canonical list name; the error names every accepted list (there are few)."""
+    vocabulary = named_lists()
+    canonical = vocabulary.lookup(value)
+    if canonical is None:
+        hint = did_you_mean(value, vocabulary.canonical)
+        accepted = ", ".join(vocabulary.canonical)
+        raise ValueError(f"{value!r} is not {vocabulary.what}{hint}; accepted: {accepted}")
+    return canonical
+
+
+def normalise_topic(value: str) -> str:
+    """Behavioural-restriction topics (``Tiananmen 1989`` -> ``tiananmen-1989``): open
+    vocabulary, one spelling: lower case, runs of other characters become one '-'."""
+    slug = re.sub(r"[^a-z0-9]+", "-", value.strip().lower()).strip("-")
+    return normalise_slug(slug or value, "topic")
 
 
 def accelerator_vendor(accelerator: str) -> str:

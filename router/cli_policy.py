@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
 
 
 @contextmanager
-def _registry(database_url: str | None, registry_file: Path | None) -> Iterator[Engine]:
+def open_registry(database_url: str | None, registry_file: Path | None) -> Iterator[Engine]:
     if registry_file is not None:
         engine = make_engine("sqlite://")  # in memory, gone when the command ends
         migrate(engine)
@@ -90,7 +90,7 @@ def _registry(database_url: str | None, registry_file: Path | None) -> Iterator[
         engine.dispose()
 
 
-def _snapshot(engine: Engine) -> RegistrySnapshot:
+def load_registry_snapshot(engine: Engine) -> RegistrySnapshot:
     with session_scope(engine) as session:
         return load_snapshot(session=session)
 
@@ -128,8 +128,8 @@ def validate(
         raise _fail(str(error)) from None
     findings: tuple[Finding, ...] = ()
     if database_url is not None or registry_file is not None:
-        with _registry(database_url, registry_file) as engine:
-            findings = check_against_registry(compiled, _snapshot(engine))
+        with open_registry(database_url, registry_file) as engine:
+            findings = check_against_registry(compiled, load_registry_snapshot(engine))
     for finding in findings:
         colour = "red" if finding.level == "error" else "yellow"
         text = escape(f"rule {finding.rule_id!r}: {finding.message}")
@@ -151,8 +151,8 @@ def test_command(
     """Run a policy's tests (exit 1 on a failure, for CI).
 
     Each test is an expected decision: given -> expect allow/deny [rule]."""
-    with _registry(database_url, registry) as engine:
-        snapshot = _snapshot(engine)
+    with open_registry(database_url, registry) as engine:
+        snapshot = load_registry_snapshot(engine)
     try:
         chosen = _policy(policy, snapshot)
         report = run_policy_tests(
@@ -186,8 +186,8 @@ def explain_command(
     """Explain a request: every candidate, allowed or denied, and why.
 
     For a tenant, a model or route name and a context, as live routing decides it."""
-    with _registry(database_url, registry) as engine:
-        snapshot = _snapshot(engine)
+    with open_registry(database_url, registry) as engine:
+        snapshot = load_registry_snapshot(engine)
     try:
         engine_ = PolicyEngine.build(snapshot, _policy(policy, snapshot))
         result = explain(
@@ -232,8 +232,8 @@ def what_if_command(
 
     Replays the last recorded decisions (the audit log) under the draft; prints each request
     whose allowed deployments change, with the draft's deciding rules and reasons."""
-    with _registry(database_url, None) as engine:
-        snapshot = _snapshot(engine)
+    with open_registry(database_url, None) as engine:
+        snapshot = load_registry_snapshot(engine)
         with session_scope(engine) as session:
             recorded = list(reversed(list_decisions(session=session, limit=last)))
     try:
@@ -278,7 +278,7 @@ def save(
     except PolicyError as error:
         raise _fail(str(error)) from None
     with (
-        _registry(database_url, None) as engine,
+        open_registry(database_url, None) as engine,
         write_transaction(engine=engine, actor="cli:policy") as writer,
     ):
         saved = writer.save_policy(
@@ -294,7 +294,7 @@ def activate(
 ) -> None:
     """Make a saved policy version the active one."""
     with (
-        _registry(database_url, None) as engine,
+        open_registry(database_url, None) as engine,
         write_transaction(engine=engine, actor="cli:policy") as writer,
     ):
         writer.activate_policy(version=version)
@@ -304,7 +304,7 @@ def activate(
 @policy_app.command("list")
 def list_command(database_url: DatabaseUrl = None) -> None:
     """Saved policy versions."""
-    with _registry(database_url, None) as engine, session_scope(engine) as session:
+    with open_registry(database_url, None) as engine, session_scope(engine) as session:
         policies = list_policies(session=session)
     for policy in policies:
         active = " [green](active)[/green]" if policy.get("active") else ""

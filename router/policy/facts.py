@@ -18,13 +18,14 @@ The conventions the whole fail-closed story rests on:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
 
 from registry.lineage import EffectiveProvenance, effective_provenance
 from registry.snapshot import (
     CONFIDENCE_ORDER,
+    WEIGHTS,
     Claimed,
     Confidence,
     DeploymentSnap,
@@ -126,6 +127,10 @@ def deployment_facts(snapshot: RegistrySnapshot, deployment: DeploymentSnap) -> 
     attrs.update(_model_attrs(model, snapshot.orgs))
     attrs.update(_lineage_attrs(provenance, lineage, snapshot.orgs))
     attrs.update(_license_attrs(provenance, lineage, snapshot.licenses))
+    models = (deployment.model_id, *provenance.ancestors)
+    attrs.update(_training_attrs(snapshot, models))
+    attrs.update(_restriction_attrs(snapshot, models, deployment.id))
+    attrs.update(_control_attrs(snapshot, deployment, lineage))
     attrs["min_confidence"] = weakest(_confidence(attrs, name) for name in MIN_CONFIDENCE_OVER)
     return DeploymentFacts(deployment.id, attrs, lineage)
 
@@ -206,7 +211,6 @@ def _model_attrs(model: ModelSnap | None, orgs: Mapping[str, OrgSnap]) -> Attrs:
     if model is None:  # a deployment of a model the registry does not have: nothing is known
         return {
             "model_review_status": "unknown",
-            "training_hardware_confidence": "unknown",
             "developer_country_confidence": "unknown",
             "publisher_country_confidence": "unknown",
         }
@@ -214,7 +218,6 @@ def _model_attrs(model: ModelSnap | None, orgs: Mapping[str, OrgSnap]) -> Attrs:
     if model.family is not None:
         attrs["model_family"] = fold(model.family)
     _put_known(attrs, model, "license_id", "declared_license")
-    _group(attrs, model, ("training_hardware_vendor",), "training_hardware_confidence")
     _put_known(attrs, model, "developer_id", "developer")
     _put_org_country(attrs, orgs, model, "developer_id", "developer_country")
     _put_known(attrs, model, "publisher_id", "publisher")
@@ -288,6 +291,111 @@ def _license_attrs(
     }
     attrs.update({name: value for name, value in combined.items() if value is not None})
     return attrs
+
+
+# Model facts that are sets: (fact of ModelSnap, its values, own attribute, lineage attribute).
+_MODEL_SETS: tuple[tuple[str, Callable[[ModelSnap], Iterable[str]], str, str], ...] = (
+    (
+        "training_hardware",
+        lambda m: m.training_hardware_vendors,
+        "training_hardware_vendors",
+        "ancestor_training_hardware_vendors",
+    ),
+    (
+        "training_hardware",
+        lambda m: (p.accelerator for p in m.training_hardware or () if p.accelerator),
+        "training_accelerators",
+        "ancestor_training_accelerators",
+    ),
+    (
+        "training_data_countries",
+        lambda m: m.training_data_countries or (),
+        "training_data_countries",
+        "ancestor_training_data_countries",
+    ),
+)
+_SET_CONFIDENCE = {
+    "training_hardware": ("training_hardware_confidence", "ancestor_training_hardware_confidence"),
+    "training_data_countries": ("training_data_confidence", "ancestor_training_data_confidence"),
+}
+
+
+def _training_attrs(snapshot: RegistrySnapshot, model_ids: tuple[str, ...]) -> Attrs:
+    """Training hardware and data origin: the served model's own, and along its lineage (a
+    fine-tune runs on its base's pre-training). Known members only; the confidence attributes
+    say whether the set is complete (``unknown`` when any model's fact is not stated)."""
+    models = [snapshot.models.get(i) for i in model_ids]
+    attrs: Attrs = {}
+    for fact, values, own, along in _MODEL_SETS:
+        known_sets = [frozenset(values(m)) if m and known(m, fact) else frozenset() for m in models]
+        attrs[own] = _union(known_sets[:1])
+        attrs[along] = _union(known_sets)
+    for fact, (own, along) in _SET_CONFIDENCE.items():
+        claims = [m.confidence(fact) if m else "unknown" for m in models]
+        attrs[own] = claims[0]
+        attrs[along] = weakest(claims)
+    return attrs
+
+
+def _restriction_attrs(
+    snapshot: RegistrySnapshot, model_ids: tuple[str, ...], deployment_id: str
+) -> Attrs:
+    """Behavioural restrictions that apply to this deployment: those observed on the weights of
+    the model or an ancestor, on this deployment itself, or where the evidence does not say.
+    Evidence gathered on another deployment (a first-party API's own filter) does not apply."""
+    models = [snapshot.models.get(i) for i in model_ids]
+    restrictions = [
+        item
+        for model in models
+        if model and known(model, "behavioral_restrictions")
+        for item in model.behavioral_restrictions
+    ]
+    on_weights = {r.topic for r in restrictions if r.observed_on == WEIGHTS}
+    applying = {r.topic for r in restrictions if r.observed_on in (WEIGHTS, deployment_id, None)}
+    claims = [m.confidence("behavioral_restrictions") if m else "unknown" for m in models]
+    return {
+        "restricted_topics": tuple(sorted(applying)),
+        "restricted_topics_on_weights": tuple(sorted(on_weights)),
+        "behavior_confidence": weakest(claims),
+    }
+
+
+def _control_attrs(
+    snapshot: RegistrySnapshot, deployment: DeploymentSnap, lineage: tuple[LineageMember, ...]
+) -> Attrs:
+    """Governance along control chains: who controls each lineage developer and the operator,
+    the lists any of them is on, and whether the operator belongs to the developer's group
+    (a first-party service)."""
+    developers = [snapshot.control_chain(m.developer_id) if m.developer_id else () for m in lineage]
+    operator_id = deployment.operator_id if known(deployment, "operator_id") else None
+    operator = snapshot.control_chain(operator_id)
+    attrs: Attrs = {
+        "developer_control_chain": _union(frozenset(map(fold, chain)) for chain in developers),
+        "developer_listings": _listings(snapshot, [o for chain in developers for o in chain]),
+        "developer_listings_confidence": _listings_confidence(snapshot, developers),
+        "operator_listings": _listings(snapshot, operator),
+        "operator_listings_confidence": _listings_confidence(snapshot, [operator]),
+    }
+    same = snapshot.same_group(operator_id, lineage[0].developer_id)
+    if same is not None:
+        attrs["first_party"] = same
+    return attrs
+
+
+def _listings(snapshot: RegistrySnapshot, org_ids: Iterable[str]) -> tuple[str, ...]:
+    orgs = [snapshot.orgs[i] for i in org_ids]
+    return _union(frozenset(item.list for item in o.listings) for o in orgs if known(o, "listings"))
+
+
+def _listings_confidence(
+    snapshot: RegistrySnapshot, chains: Iterable[tuple[str, ...]]
+) -> Confidence:
+    """Weakest claim behind the listings of every organization of these chains; ``unknown``
+    when a chain is empty (an organization not known)."""
+    claims: list[Confidence] = []
+    for chain in chains:
+        claims += [snapshot.orgs[o].confidence("listings") for o in chain] or ["unknown"]
+    return weakest(claims)
 
 
 def _union(sets: Iterable[frozenset[str]]) -> tuple[str, ...]:

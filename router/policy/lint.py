@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from registry.snapshot import RegistrySnapshot
+from registry.snapshot import WEIGHTS, ModelSnap, RegistrySnapshot
 from registry.vocabulary import did_you_mean, fold
 from router.policy.compiler import CompiledPolicy
 from router.policy.conditions import Condition
@@ -44,6 +44,21 @@ def _orgs_country(snapshot: RegistrySnapshot) -> tuple[str, Iterable[str]]:
     return "organization", (o.hq_country for o in snapshot.orgs.values() if o.hq_country)
 
 
+def _org_listings(snapshot: RegistrySnapshot) -> tuple[str, Iterable[str]]:
+    return "organization", (i.list for o in snapshot.orgs.values() for i in o.listings)
+
+
+def _accelerators(model: ModelSnap) -> Iterable[str]:
+    return (part.accelerator for part in model.training_hardware or () if part.accelerator)
+
+
+def _models(values: Callable[[ModelSnap], Iterable[str]]) -> Inventory:
+    def inventory(snapshot: RegistrySnapshot) -> tuple[str, Iterable[str]]:
+        return "model", (v for m in snapshot.models.values() for v in values(m))
+
+    return inventory
+
+
 def _deployments(field: str) -> Inventory:
     def values(snapshot: RegistrySnapshot) -> tuple[str, Iterable[str]]:
         found = (getattr(d, field) for d in snapshot.deployments.values())
@@ -66,10 +81,19 @@ INVENTORIES: Mapping[str, Inventory] = {
         "organization",
         (fold(tag) for o in s.orgs.values() for tag in o.jurisdiction_tags),
     ),
-    "training_hardware_vendor": lambda s: (
-        "model",
-        (m.training_hardware_vendor for m in s.models.values() if m.training_hardware_vendor),
+    "training_hardware_vendor": _models(lambda m: m.training_hardware_vendors),
+    "training_hardware_vendor_any_ancestor": _models(lambda m: m.training_hardware_vendors),
+    "training_accelerator": _models(_accelerators),
+    "training_accelerator_any_ancestor": _models(_accelerators),
+    "training_data_country": _models(lambda m: m.training_data_countries or ()),
+    "training_data_country_any_ancestor": _models(lambda m: m.training_data_countries or ()),
+    "restricted_topic": _models(lambda m: (r.topic for r in m.behavioral_restrictions)),
+    "restricted_topic_on_weights": _models(
+        lambda m: (r.topic for r in m.behavioral_restrictions if r.observed_on == WEIGHTS)
     ),
+    "developer_listed_on": _org_listings,
+    "operator_listed_on": _org_listings,
+    "developer_controlled_by": lambda s: ("organization", (fold(o) for o in s.orgs)),
     "license": lambda s: ("license", (fold(i) for i in s.licenses)),
     "license_any": lambda s: ("license", (fold(i) for i in s.licenses)),
     "location_country": _deployments("location_country"),

@@ -17,10 +17,13 @@ from registry.validation import check_purpose, check_region
 from registry.vocabulary import (
     did_you_mean,
     fold,
+    named_lists,
     normalise_accelerator,
     normalise_country,
     normalise_hardware_vendor,
     normalise_license,
+    normalise_named_list,
+    normalise_topic,
 )
 from router.policy.context import RequestContext
 from router.policy.entities import tenant_attrs
@@ -140,6 +143,22 @@ REGIONS = strings("regions, e.g. eu", check_region)
 PURPOSES = strings("purposes, e.g. customer-support", check_purpose)
 IDS = strings("ids or patterns with *, e.g. qwen/*", _printable(fold_case=True))
 NAMES = strings("names without control characters", _printable(fold_case=True))
+NAMED_LISTS = strings("sanctions or export lists, e.g. us-entity-list", normalise_named_list)
+TOPICS = strings("topics, e.g. tiananmen-1989", normalise_topic)
+
+
+def _tag(value: str) -> str:
+    """A jurisdiction tag; a list name is refused: listings are their own fact, and a tag rule
+    naming one would silently match nothing."""
+    listed = named_lists().lookup(value)
+    if listed is not None:
+        raise ValueError(
+            f"{value!r} is a sanctions or export list: use developer_listed_on: [{listed}]"
+        )
+    return _printable(fold_case=True)(value)
+
+
+TAGS = strings("jurisdiction tags, e.g. eu", _tag)
 KEY_VALUES = strings('"key=value" strings', _key_value)
 ACTION_NAMES = words(ACTIONS)
 CLASSIFICATION_NAMES = words(CLASSIFICATIONS)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.snapshot import ListingSnap
 from router.policy import CEDAR_SCHEMA
 from router.policy.conditions import CONDITIONS
 from router.policy.entities import build_registry_entities
@@ -122,7 +123,7 @@ def test_governance_facts_follow_the_lineage() -> None:
             org(
                 "zhipu",
                 "CN",
-                jurisdiction_tags=frozenset({"us-entity-list"}),
+                listings=(ListingSnap("us-entity-list"),),
                 state_affiliated=False,
             ),
         ),
@@ -144,10 +145,10 @@ def test_governance_facts_follow_the_lineage() -> None:
         deployments=(deployment("glm-ft-dc", "acme/glm-ft"),),
     )
     engine = engine_for(
-        "rules: [{id: no-entity-list, deny: {jurisdiction_tag: [us-entity-list]}}]", snap
+        "rules: [{id: no-entity-list, deny: {developer_listed_on: [Entity List]}}]", snap
     )
     attrs = engine.entities.deployments["glm-ft-dc"].attrs
-    assert attrs["jurisdiction_tags"] == ("us-entity-list",)
+    assert attrs["developer_listings"] == ("us-entity-list",)
     assert "state_affiliated" not in attrs  # acme's affiliation is unknown, zhipu's is false
     assert not allowed(engine, "acme", "glm-ft-dc")
     assert allowed(engine, "acme", "smollm2-local")

@@ -174,7 +174,7 @@ def test_migration_0003_puts_stored_facts_in_canonical_spelling(engine: Engine) 
         "ascend-910b",
         "eu-central",
     )
-    assert all(m.training_hardware_vendor is None for m in snapshot.models.values())
+    assert all(m.training_hardware is None for m in snapshot.models.values())
     assert snapshot.version == version + 1
     after = [orjson.loads(a) if isinstance(a, str) else a for _, _, a in changes]
     assert {"training_hardware_vendor": None} in after

@@ -117,12 +117,12 @@ def test_accelerator_and_training_hardware_rules_match_every_spelling(
             "developer": "acme",
             "license": "MIT",
             "review_status": "approved",
-            "training_hardware_vendor": "Huawei Technologies Co., Ltd.",
+            "training_hardware": [{"vendor": "Huawei Technologies Co., Ltd."}],
             "claim": REPORTED,
         },
     )
     assert created.status_code == 201, created.text
-    assert created.json()["training_hardware_vendor"] == "huawei"
+    assert created.json()["training_hardware"][0]["vendor"] == "huawei"
     dep, route = route_to(gw, up, model=model, hardware_vendor=None, accelerator="ASCEND 910B")
     rules = (
         "rules:\n"

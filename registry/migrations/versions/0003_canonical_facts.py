@@ -15,16 +15,15 @@ The downgrade drops ``tenants.purposes``; spellings stay canonical.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from registry.migrations.changelog import record_changes
 from registry.validation import check_region
 from registry.vocabulary import (
     normalise_accelerator,
@@ -66,8 +65,7 @@ def upgrade() -> None:
         for table, kind, key, column, canonical in CANONICAL
         for change in _canonicalise(connection, table, kind, key, column, canonical)
     ]
-    if changes:
-        _record(connection, changes)
+    record_changes(connection, ACTOR, changes)
 
 
 def _canonicalise(
@@ -98,34 +96,6 @@ def _canonicalise(
             {"kind": kind, "id": entity_id, "before": {column: value}, "after": {column: new}}
         )
     return changes
-
-
-def _record(connection: sa.Connection, changes: list[dict[str, Any]]) -> None:
-    version = connection.execute(
-        sa.text("SELECT version FROM registry_state WHERE id = 1")
-    ).scalar()
-    version = (version or 0) + 1
-    connection.execute(
-        sa.text("UPDATE registry_state SET version = :v WHERE id = 1"), {"v": version}
-    )
-    now = datetime.now(UTC)
-    for change in changes:
-        connection.execute(
-            sa.text(
-                "INSERT INTO registry_changes (version, at, actor, kind, entity_id, op, before, "
-                "after) VALUES (:version, :at, :actor, :kind, :entity_id, 'update', :before, "
-                ":after)"
-            ),
-            {
-                "version": version,
-                "at": now,
-                "actor": ACTOR,
-                "kind": change["kind"],
-                "entity_id": change["id"],
-                "before": json.dumps(change["before"]),
-                "after": json.dumps(change["after"]),
-            },
-        )
 
 
 def downgrade() -> None:
