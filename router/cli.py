@@ -144,12 +144,14 @@ def _register_subcommands() -> None:
     from router.cli_gitops import register as register_gitops
     from router.cli_policy import register as register_policy
     from router.cli_receipts import register as register_receipts
+    from router.cli_report import register as register_report
 
     register_gitops(app)
     register_policy(app)
     register_backup(app)
     register_receipts(app)
     register_audit(app)
+    register_report(app)
 
 
 _register_subcommands()

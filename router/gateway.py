@@ -24,6 +24,7 @@ from adapters.http1 import Limits
 from adapters.openai_compat import OpenAICompatAdapter, PhaseTimeouts, make_client
 from registry.db import session_scope
 from registry.service import load_snapshot, registry_version
+from registry.snapshot import RegistrySnapshot
 from router.audit import (
     AuditWriter,
     ChainedStore,
@@ -33,6 +34,7 @@ from router.audit import (
 )
 from router.audit_journal import Journal
 from router.departure import DepartureWatch
+from router.exposure import record_version_facts
 from router.health import BackendHealth
 from router.policy import PolicyEngine
 from router.settings import Settings, resolve_secret
@@ -190,6 +192,16 @@ class Gateway:
             self._table = build_table(
                 snapshot, engine, local_urls=self.local_urls, secret=resolve_secret
             )
+            self._record_exposure_facts(snapshot, engine)
+
+    def _record_exposure_facts(self, snapshot: RegistrySnapshot, engine: PolicyEngine) -> None:
+        """The facts this version's traffic will be attributed to in the exposure report
+        (``router.exposure``). A failure never stops serving: the report records the current
+        version itself before reading, and shows what stays unrecorded as unknown."""
+        try:
+            record_version_facts(self.engine, snapshot, engine)
+        except Exception:
+            log.exception("exposure facts of registry version %s not recorded", snapshot.version)
 
     async def _poll(self) -> None:
         while True:
