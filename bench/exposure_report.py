@@ -2,8 +2,9 @@
 
 Seeds the benchmark registry (``bench.seed_registry``: 60+ deployments over US, SE, DE, CN, RU,
 CA, JP and unknown developers), records its exposure facts, bulk-inserts N synthetic routing
-decisions spread over 30 days, 4 tenants, the registry's routes and deployments and 3 registry
-versions (SQLite: one ``executemany``; PostgreSQL: ``COPY``), runs ``ANALYZE`` (PostgreSQL:
+decisions spread over 30 days, 4 tenants, the registry's routes (each served by its
+candidates, mostly the first) and 3 registry versions (SQLite: one ``executemany``;
+PostgreSQL: ``COPY``), runs ``ANALYZE`` (PostgreSQL:
 ``VACUUM ANALYZE``, which autovacuum does on a live database: it makes index-only scans
 possible), then times the whole report (``router.exposure.build_report``: the aggregated scan,
 the recorded facts, shares, daily trends and switching readiness) for the 30-day window and for
@@ -96,11 +97,11 @@ def synthetic_rows(
     whose facts were never recorded (they count as unknown, as rows from before 0005 do)."""
     rng = random.Random(19)
     routes = sorted(snapshot.routes)
-    deployments = sorted(snapshot.deployments)
     versions = (snapshot.version, snapshot.version, snapshot.version - 1, snapshot.version - 2)
     for n in range(count):
         moment = now - timedelta(seconds=rng.randrange(DAYS * 86400))
         route = rng.choice(routes)
+        deployments = served_by(snapshot, route)
         yield (
             f"req_bench_{n:09d}",
             moment,
@@ -111,7 +112,7 @@ def synthetic_rows(
             "{}",
             "[]",
             "[]",
-            rng.choice(deployments),
+            deployments[min(int(rng.expovariate(1.0)), len(deployments) - 1)],
             rng.choice(versions),
             1,
             "ok",
@@ -119,6 +120,18 @@ def synthetic_rows(
             rng.randrange(20, 4000),
             False,
         )
+
+
+def served_by(snapshot: RegistrySnapshot, route: str) -> list[str]:
+    """A route's deployments in fallback order (model candidates stand for their
+    deployments): a request is served by one of them, mostly the first, as in real traffic."""
+    found = []
+    for name in snapshot.routes[route].candidates:
+        if name in snapshot.deployments:
+            found.append(name)
+        else:
+            found += sorted(d.id for d in snapshot.deployments_of(name))
+    return found or sorted(snapshot.deployments)
 
 
 def bulk_insert(engine: Engine, rows: Iterator[tuple[Any, ...]]) -> None:

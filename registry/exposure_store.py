@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, cast
 
 from sqlalchemy import Engine, Table, and_, func, select
@@ -122,7 +122,7 @@ def traffic(
             requests=int(requests),
             tokens=int(tokens or 0),
         )
-        for day, tenant, route_name, version, deployment, requests, tokens in rows
+        for day, version, deployment, tenant, route_name, requests, tokens in rows
     ]
 
 
@@ -137,11 +137,13 @@ def traffic_query(
         t.c.created_at < until,
         t.c.chosen_deployment.is_not(None),
     ]
+    if dialect == "sqlite":  # the day range lets SQLite use its day index (migration 0005)
+        conditions += [day >= _sqlite_day(since), day <= _sqlite_day(until)]
     if tenant_id is not None:
         conditions.append(t.c.tenant_id == tenant_id)
     if route is not None:
         conditions.append(t.c.route == route)
-    keys = (day, t.c.tenant_id, t.c.route, t.c.registry_version, t.c.chosen_deployment)
+    keys = (day, t.c.registry_version, t.c.chosen_deployment, t.c.tenant_id, t.c.route)
     return (
         select(*keys, func.count(), func.sum(t.c.total_tokens))
         .where(and_(*conditions))
@@ -150,11 +152,16 @@ def traffic_query(
 
 
 def _day(dialect: str, t: Table) -> ColumnElement[Any]:
-    """The UTC day of ``created_at``: SQLite stores UTC text (its first ten characters are the
-    day), PostgreSQL a ``timestamptz`` (converted to UTC, whatever the session's zone)."""
+    """The UTC day of ``created_at``: SQLite stores naive UTC text (its first ten characters
+    are the day, the expression of its day index), PostgreSQL a ``timestamptz`` (converted to
+    UTC, whatever the session's zone)."""
     if dialect == "postgresql":
         return func.date(func.timezone("UTC", t.c.created_at))
     return func.substr(t.c.created_at, 1, 10)
+
+
+def _sqlite_day(moment: datetime) -> str:
+    return moment.astimezone(UTC).date().isoformat()
 
 
 def _as_date(value: date | str) -> date:

@@ -203,6 +203,8 @@ def build_report(
         engine=db, since=since, until=until, tenant_id=tenant, route=route
     )
     recorded = exposure_store.recorded_facts(engine=db, versions=exposure_store.versions_of(groups))
+    switching = switching_readiness(snapshot, engine, groups)
+    groups = _merged(groups)
     requests = sum(g.requests for g in groups)
     tokens = sum(g.tokens for g in groups)
     per_day = _count(groups, lambda g: ("all",))
@@ -222,8 +224,22 @@ def build_report(
         trends={
             name: _days(_count(groups, _values_of(recorded, name))) for name in DIMENSION_NAMES
         },
-        switching=switching_readiness(snapshot, engine, groups),
+        switching=switching,
     )
+
+
+def _merged(groups: Sequence[TrafficGroup]) -> list[TrafficGroup]:
+    """The groups summed over tenant and route: all the shares need, and far fewer to
+    attribute than the database returns for many tenants and routes."""
+    sums: dict[tuple[date, int | None, str], list[int]] = defaultdict(lambda: [0, 0])
+    for g in groups:
+        total = sums[(g.day, g.registry_version, g.deployment)]
+        total[0] += g.requests
+        total[1] += g.tokens
+    return [
+        TrafficGroup(day, None, None, version, deployment, requests, tokens)
+        for (day, version, deployment), (requests, tokens) in sums.items()
+    ]
 
 
 def facts_of(recorded: Mapping[int, VersionFacts], group: TrafficGroup) -> FactsByDimension:

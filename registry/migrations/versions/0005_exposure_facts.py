@@ -32,6 +32,16 @@ REPORT_COLUMNS = [
     "total_tokens",
 ]
 
+# SQLite groups with a sort unless rows arrive in the GROUP BY's order: this index holds them in
+# exactly the report's order (UTC day, version, deployment, tenant, route), so the aggregation
+# streams (about 3x faster on a large log). PostgreSQL hash-aggregates the covering index above.
+# An expression index: the models cannot declare it (SQLAlchemy does not reflect it on SQLite).
+SQLITE_DAY_INDEX = """
+CREATE INDEX ix_routing_decisions_exposure_day ON routing_decisions (
+    substr(created_at, 1, 10), registry_version, chosen_deployment, tenant_id, route,
+    created_at, total_tokens
+)"""
+
 
 def upgrade() -> None:
     op.create_table(
@@ -49,8 +59,11 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_routing_decisions_exposure", "routing_decisions", REPORT_COLUMNS)
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute(SQLITE_DAY_INDEX)
 
 
 def downgrade() -> None:
+    op.execute("DROP INDEX IF EXISTS ix_routing_decisions_exposure_day")
     op.drop_index("ix_routing_decisions_exposure", table_name="routing_decisions")
     op.drop_table("exposure_facts")
