@@ -112,9 +112,10 @@ def traffic(
     query = traffic_query(engine.dialect.name, since, until, tenant_id, route)
     with engine.connect() as connection:
         rows = connection.execute(query).all()
+    days: dict[date | str, date] = {}  # SQLite returns each day as text, many times over
     return [
         TrafficGroup(
-            day=_as_date(day),
+            day=days.get(day) or days.setdefault(day, _as_date(day)),
             tenant_id=tenant,
             route=route_name,
             registry_version=version,

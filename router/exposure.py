@@ -204,10 +204,10 @@ def build_report(
     )
     recorded = exposure_store.recorded_facts(engine=db, versions=exposure_store.versions_of(groups))
     switching = switching_readiness(snapshot, engine, groups)
-    groups = _merged(groups)
-    requests = sum(g.requests for g in groups)
-    tokens = sum(g.tokens for g in groups)
-    per_day = _count(groups, lambda g: ("all",))
+    attributed = [(g, facts_of(recorded, g)) for g in _merged(groups)]
+    requests = sum(g.requests for g, _ in attributed)
+    tokens = sum(g.tokens for g, _ in attributed)
+    counts = {name: _count(attributed, name) for name in DIMENSION_NAMES}
     return ExposureReport(
         since=since.isoformat(),
         until=until.isoformat(),
@@ -217,13 +217,10 @@ def build_report(
         requests=requests,
         tokens=tokens,
         dimensions={
-            name: _shares(_totals(groups, recorded, name), requests, tokens)
-            for name in DIMENSION_NAMES
+            name: _shares(_totals(counts[name]), requests, tokens) for name in DIMENSION_NAMES
         },
-        daily=_days(per_day),
-        trends={
-            name: _days(_count(groups, _values_of(recorded, name))) for name in DIMENSION_NAMES
-        },
+        daily=_days(_count(attributed, None)),
+        trends={name: _days(counts[name]) for name in DIMENSION_NAMES},
         switching=switching,
     )
 
@@ -248,31 +245,28 @@ def facts_of(recorded: Mapping[int, VersionFacts], group: TrafficGroup) -> Facts
     return (version or {}).get(group.deployment, {})
 
 
-def _values_of(recorded: Mapping[int, VersionFacts], dimension: str) -> Any:
-    def values(group: TrafficGroup) -> tuple[str, ...]:
-        return facts_of(recorded, group).get(dimension) or (UNKNOWN,)
-
-    return values
-
-
 Counts = dict[tuple[date, str], list[int]]  # (day, value) -> [requests, tokens]
+ALL = ("all",)
 
 
-def _count(groups: Sequence[TrafficGroup], values: Any) -> Counts:
+def _count(
+    attributed: Sequence[tuple[TrafficGroup, FactsByDimension]], dimension: str | None
+) -> Counts:
+    """Requests and tokens per (day, value of ``dimension``); a group without a recorded fact
+    counts as ``unknown``; ``dimension`` None: per day only (value ``all``)."""
     counts: Counts = defaultdict(lambda: [0, 0])
-    for group in groups:
-        for value in values(group):
+    for group, facts in attributed:
+        values = (facts.get(dimension) or (UNKNOWN,)) if dimension else ALL
+        for value in values:
             total = counts[(group.day, value)]
             total[0] += group.requests
             total[1] += group.tokens
     return counts
 
 
-def _totals(
-    groups: Sequence[TrafficGroup], recorded: Mapping[int, VersionFacts], dimension: str
-) -> dict[str, list[int]]:
+def _totals(counts: Counts) -> dict[str, list[int]]:
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for (_, value), (requests, tokens) in _count(groups, _values_of(recorded, dimension)).items():
+    for (_, value), (requests, tokens) in counts.items():
         totals[value][0] += requests
         totals[value][1] += tokens
     return totals
