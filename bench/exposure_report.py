@@ -93,7 +93,7 @@ def seed(url: str) -> tuple[Engine, RegistrySnapshot, PolicyEngine]:
 def synthetic_rows(
     snapshot: RegistrySnapshot, count: int, now: datetime
 ) -> Iterator[tuple[Any, ...]]:
-    """Rows spread over the last 30 days; a tenth of them on two older registry versions
+    """Rows spread over the last 30 days; half of them on two older registry versions
     whose facts were never recorded (they count as unknown, as rows from before 0005 do)."""
     rng = random.Random(19)
     routes = sorted(snapshot.routes)
