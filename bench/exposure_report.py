@@ -19,7 +19,7 @@ writing them through the audit writer would take far longer than the thing measu
         --database-url postgresql://postgres@127.0.0.1:5432/test --rows 1000000
 
 A PostgreSQL run works in a schema of its own (dropped at the end); a SQLite file is created
-anew (an existing file is refused).
+anew (an existing file is refused; ``--existing`` times the report again on a filled one).
 """
 
 from __future__ import annotations
@@ -235,12 +235,38 @@ def run(url: str, rows: int) -> dict[str, Any]:
     start = time.perf_counter()
     bulk_insert(engine, synthetic_rows(snapshot, rows, now))
     inserted_s = time.perf_counter() - start
+    return measure(engine, snapshot, policy, now, rows, inserted_s)
+
+
+def measure_existing(url: str) -> dict[str, Any]:
+    """Time the report again on a SQLite file an earlier run filled (its rows end at the
+    newest one stored)."""
+    engine = make_engine(url)
+    with session_scope(engine) as session:
+        snapshot = load_snapshot(session=session)
+    policy = PolicyEngine.build(snapshot, snapshot.policy)
+    with engine.connect() as connection:
+        count, newest = connection.exec_driver_sql(
+            "SELECT count(*), max(created_at) FROM routing_decisions"
+        ).one()
+    now = datetime.fromisoformat(newest).replace(tzinfo=UTC)
+    return measure(engine, snapshot, policy, now, int(count), None)
+
+
+def measure(
+    engine: Engine,
+    snapshot: RegistrySnapshot,
+    policy: PolicyEngine,
+    now: datetime,
+    rows: int,
+    inserted_s: float | None,
+) -> dict[str, Any]:
     analyze(engine)
     until = now + timedelta(seconds=1)
     return {
         "database": engine.dialect.name,
         "rows": rows,
-        "insert_seconds": round(inserted_s, 1),
+        "insert_seconds": None if inserted_s is None else round(inserted_s, 1),
         "deployments": len(snapshot.deployments),
         "routes": len(snapshot.routes),
         "reports": [
@@ -256,7 +282,13 @@ def main() -> None:
     )
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--existing", action="store_true", help="SQLite: time again on a file a run filled"
+    )
     args = parser.parse_args()
+    if args.existing:
+        print(json.dumps(measure_existing(args.database_url), indent=1))
+        return
     url, schema = schema_url(args.database_url)
     try:
         result = run(url, args.rows)

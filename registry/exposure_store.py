@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, and_, func, select
+from sqlalchemy import Engine, Table, and_, func, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ColumnElement
 
@@ -158,7 +158,8 @@ def _day(dialect: str, t: Table) -> ColumnElement[Any]:
     UTC, whatever the session's zone)."""
     if dialect == "postgresql":
         return func.date(func.timezone("UTC", t.c.created_at))
-    return func.substr(t.c.created_at, 1, 10)
+    # literal positions: a bound ``?`` would not match the index's expression
+    return func.substr(t.c.created_at, literal_column("1"), literal_column("10"))
 
 
 def _sqlite_day(moment: datetime) -> str:
