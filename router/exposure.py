@@ -174,11 +174,10 @@ class ExposureReport:
 def window(
     since: datetime | None, until: datetime | None, *, default_days: int = 7
 ) -> tuple[datetime, datetime]:
-    """``[since, until)`` in UTC: until defaults to now, since to ``default_days`` before."""
+    """``[since, until)`` in UTC: until defaults to now, since to ``default_days`` before.
+    A window that ends before it starts holds no traffic (no error: each bound is valid)."""
     end = _utc(until) if until else datetime.now(UTC)
     start = _utc(since) if since else end - timedelta(days=default_days)
-    if start >= end:
-        raise ValueError(f"since ({start.isoformat()}) must be before until ({end.isoformat()})")
     return start, end
 
 

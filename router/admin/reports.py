@@ -16,7 +16,6 @@ from fastapi import APIRouter, Query, Response
 
 from registry.validation import Moment
 from router.deps import AuditCaller, ContextDep
-from router.errors import BadRequest
 from router.exposure import build_report, render_csv, window
 from router.exposure_html import render_html
 from router.table import RoutingTable
@@ -48,10 +47,7 @@ def reports_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
         route: str | None = None,
         format: Format = "json",
     ) -> Any:
-        try:
-            start, end = window(since, until)
-        except ValueError as error:
-            raise BadRequest(str(error), param="since") from None
+        start, end = window(since, until)
         table = current_table()
         report = build_report(
             context.engine,
