@@ -27,7 +27,12 @@ $(INSTALLED_TEST): pyproject.toml | $(VENV)/bin/activate
 
 install: $(INSTALLED)
 
-install-test: $(INSTALLED_TEST)
+install-test: $(INSTALLED_TEST) /usr/bin/chromium
+
+# The HTML exposure report's test renders it in Debian's chromium, driven by Playwright (never a
+# browser download); installed with apt when missing (CI runs as root).
+/usr/bin/chromium:
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
 serve: install
 	$(VENV)/bin/provenance-router serve

@@ -632,6 +632,19 @@ class RoutingDecision(SQLModel, table=True):
     only for rows written before migration 0002 (it is ``[]`` on newer rows)."""
 
     __tablename__ = "routing_decisions"
+    # The exposure report's scan: time window first, then everything it groups and sums, so
+    # both databases answer from the index alone (migration 0006).
+    __table_args__ = (
+        Index(
+            "ix_routing_decisions_exposure",
+            "created_at",
+            "registry_version",
+            "chosen_deployment",
+            "tenant_id",
+            "route",
+            "total_tokens",
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigIntId)
     request_id: str = Field(index=True)
@@ -695,6 +708,23 @@ class DecisionEvaluation(SQLModel, table=True):
     id: str = Field(primary_key=True)
     candidates: list[dict[str, Any]] = Field(sa_type=JSONType)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ExposureFact(SQLModel, table=True):
+    """One fact the exposure report groups by, as it stood at one registry version, for one
+    deployment (``dimension`` e.g. ``developer_country``, ``value`` canonical or ``unknown``).
+
+    Written once per registry version when a gateway loads it (never on the request path), so
+    the report attributes each audit row to the facts it was routed on: a fact edited later
+    does not rewrite past traffic. A set fact (countries along the lineage, effective licenses,
+    training hardware vendors) has one row per member."""
+
+    __tablename__ = "exposure_facts"
+
+    registry_version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    deployment_id: str = Field(primary_key=True)
+    dimension: str = Field(primary_key=True)
+    value: str = Field(primary_key=True)
 
 
 class RegistryState(SQLModel, table=True):

@@ -141,6 +141,7 @@ def create_app(
     def build_admin() -> ASGIApp:
         from router.admin import build_admin_app
         from router.admin.policies import policy_router
+        from router.admin.reports import reports_router
         from router.admin.signing import signing_router
 
         return build_admin_app(
@@ -149,6 +150,7 @@ def create_app(
             on_change=gateway.reload,
             extra_routers=[
                 policy_router(lambda: gateway.table),
+                reports_router(lambda: gateway.table),
                 signing_router(lambda: gateway.signer),
             ],
         )

@@ -145,6 +145,7 @@ def _register_subcommands() -> None:
     from router.cli_policy import register as register_policy
     from router.cli_profile import register as register_profile
     from router.cli_receipts import register as register_receipts
+    from router.cli_report import register as register_report
 
     register_gitops(app)
     register_policy(app)
@@ -152,6 +153,7 @@ def _register_subcommands() -> None:
     register_receipts(app)
     register_audit(app)
     register_profile(app)
+    register_report(app)
 
 
 _register_subcommands()

@@ -34,6 +34,7 @@ from adapters.openai_compat import OpenAICompatAdapter, PhaseTimeouts, make_clie
 from registry.changes import ChangeSignal, can_signal, open_signal
 from registry.db import session_scope
 from registry.service import load_snapshot, registry_version
+from registry.snapshot import RegistrySnapshot
 from router.audit import (
     AuditWriter,
     ChainedStore,
@@ -44,6 +45,7 @@ from router.audit import (
 from router.audit_journal import Journal
 from router.departure import DepartureWatch
 from router.errors import RegistryUnavailable
+from router.exposure import record_version_facts
 from router.health import BackendHealth
 from router.metrics import GatewayMetrics, GatewayState
 from router.policy import PolicyEngine
@@ -255,6 +257,7 @@ class Gateway:
                 self._table = build_table(
                     snapshot, engine, local_urls=self.local_urls, secret=resolve_secret
                 )
+                self._record_exposure_facts(snapshot, engine)
             self._confirm_fresh()
 
     def refresh(self) -> None:
@@ -275,6 +278,15 @@ class Gateway:
                 f"{self.settings.max_staleness_s:g} s and will not route on an outdated "
                 "registry and policy. Retry later."
             )
+
+    def _record_exposure_facts(self, snapshot: RegistrySnapshot, engine: PolicyEngine) -> None:
+        """The facts this version's traffic will be attributed to in the exposure report
+        (``router.exposure``). A failure never stops serving: the report records the current
+        version itself before reading, and shows what stays unrecorded as unknown."""
+        try:
+            record_version_facts(self.engine, snapshot, engine)
+        except Exception:
+            log.exception("exposure facts of registry version %s not recorded", snapshot.version)
 
     def _confirm_fresh(self) -> None:
         self._confirmed_at = now = time.monotonic()
