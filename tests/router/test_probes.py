@@ -83,10 +83,14 @@ def test_readiness_counts_open_circuits(gw: RunningGateway) -> None:
     assert body["status"] == "ready"  # a backend down is not this replica's own readiness
 
 
-def test_readiness_is_503_when_the_snapshot_is_stale(gw: RunningGateway) -> None:
+def test_readiness_is_503_when_the_snapshot_is_stale(
+    gw: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
     gateway = gw.app.gateway
     fresh_until = gateway.fresh_until
-    gateway.fresh_until = 1.0  # long past: as if the database had been away past the bound
+    # as if the database had been away past the bound: no check confirms the snapshot meanwhile
+    monkeypatch.setattr(gateway, "_confirm_fresh", lambda: None)
+    gateway.fresh_until = 1.0
     try:
         response = httpx.get(f"{gw.url}/readyz")
         with gw.http() as http:
