@@ -54,10 +54,10 @@ from router.settings import Settings, resolve_secret
 from router.signing import Signer, load_or_create_signer
 from router.table import RoutingTable, build_table
 from router.telemetry import Telemetry
-from router.tracing import record_tracer
 
 if TYPE_CHECKING:
     from adapters.local_llamacpp import LocalModelServer
+    from router.tracing import RecordTracer
 
 log = logging.getLogger("provenance_router")
 
@@ -85,6 +85,16 @@ def request_ids() -> Iterator[str]:
     return (f"{prefix}{n:012x}" for n in itertools.count(1))
 
 
+def _tracer(settings: Settings) -> RecordTracer | None:
+    """The span exporter when tracing is on; the OpenTelemetry SDK (~5 MB, ~0.1 s) is imported
+    only then."""
+    if not settings.tracing_enabled:
+        return None
+    from router.tracing import record_tracer
+
+    return record_tracer(settings)
+
+
 class Gateway:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
@@ -100,7 +110,7 @@ class Gateway:
         )
         self.telemetry = Telemetry(
             GatewayMetrics(settings.prometheus_multiproc_dir) if settings.metrics_enabled else None,
-            record_tracer(settings),
+            _tracer(settings),
             lambda: self._table,
         )
         self.tracing = self.telemetry.tracer is not None  # the request path keeps traceparent

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from registry.audit_record import AuditRecord
 from router.metrics import GatewayMetrics
 from router.table import RoutingTable
-from router.tracing import RecordTracer
+
+if TYPE_CHECKING:  # imported only when tracing is on (router.gateway)
+    from router.tracing import RecordTracer
 
 log = logging.getLogger("provenance_router.telemetry")
 
