@@ -117,9 +117,10 @@ class SqliteSignal:
             if current != self._seen:
                 self._seen = current
                 return True
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return False
-            time.sleep(self._check_s)
+            time.sleep(min(self._check_s, left))  # never past the caller's deadline
 
     def _data_version(self) -> int:
         row = self._connection.execute("PRAGMA data_version").fetchone()

@@ -4,6 +4,7 @@ in the same PostgreSQL database (another schema), are not."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -78,3 +79,17 @@ def other_postgres_registry(postgres_admin: Engine) -> Iterator[Database]:
     yield database
     with postgres_admin.begin() as connection:
         connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_a_wait_ends_at_its_deadline_whatever_the_check_interval(engine: Engine) -> None:
+    """A long ``change_check_s`` must not hold a wait (and so a gateway's stop) past its
+    deadline."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the check interval is SQLite's; PostgreSQL waits on its socket")
+    slow = open_signal(engine, check_s=3600)
+    try:
+        started = time.monotonic()
+        assert slow.wait(0.2) is False
+        assert time.monotonic() - started < 5
+    finally:
+        slow.close()
