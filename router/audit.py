@@ -105,6 +105,7 @@ class AuditWriter:
 
     @property
     def pending(self) -> int:
+        """Records waiting to be stored (/readyz, the audit queue gauge)."""
         return len(self._pending)
 
     def begin(self, record: AuditRecord) -> None:
@@ -160,11 +161,6 @@ class AuditWriter:
                 return 0
             self.write_failing = False
             return len(batch)
-
-    @property
-    def queued(self) -> int:
-        """Records waiting to be stored."""
-        return len(self._pending)
 
     def _store(
         self,

@@ -128,7 +128,6 @@ class Gateway:
         self.request_ids = request_ids()
         self.local_urls: dict[str, str] = {}
         self._table: RoutingTable | None = None
-        self._confirmed_at: float | None = None  # monotonic: snapshot last known current
         self._reload_lock = threading.Lock()
         self.fresh_until = 0.0  # monotonic; see the module docstring
         self.database_ok_at: float | None = None  # monotonic time of the last good contact
@@ -237,13 +236,17 @@ class Gateway:
         """What the gauges show now."""
         table = self._table
         deployments = table.snapshot.deployments if table is not None else {}
-        confirmed = self._confirmed_at
+        fresh_until = self.fresh_until
         return GatewayState(
             circuits={d: self.health.is_open(d) for d in deployments},
-            audit_queue=self.audit.queued,
+            audit_queue=self.audit.pending,
             registry_version=table.registry_version if table is not None else None,
             policy_version=table.policy_version if table is not None else None,
-            snapshot_age_s=time.monotonic() - confirmed if confirmed is not None else None,
+            snapshot_age_s=(  # since the last confirmation, which set the deadline
+                time.monotonic() - (fresh_until - self.settings.max_staleness_s)
+                if fresh_until > 0.0
+                else None
+            ),
         )
 
     def _start_local_model(self) -> None:
@@ -299,8 +302,7 @@ class Gateway:
             log.exception("exposure facts of registry version %s not recorded", snapshot.version)
 
     def _confirm_fresh(self) -> None:
-        self._confirmed_at = now = time.monotonic()
-        self.fresh_until = now + self.settings.max_staleness_s
+        self.fresh_until = time.monotonic() + self.settings.max_staleness_s
 
     @contextlib.contextmanager
     def _contact(self) -> Iterator[None]:
