@@ -25,7 +25,6 @@ from typing import Any
 
 from registry.lineage import ancestors, effective_provenance
 from registry.snapshot import (
-    Claim,
     Claimed,
     Confidence,
     DeploymentSnap,
@@ -106,7 +105,7 @@ def build_profile(snapshot: RegistrySnapshot, subject: str, *, today: date) -> P
 def fact(entity: str, claimed: Claimed, name: str, value: Any) -> Fact:
     """The fact ``name`` (registry field name) of ``claimed`` with value ``value``, and its
     claim: the per-field claim if there is one, else the entity's."""
-    claim: Claim = claimed.claims.get(name, claimed.claim)
+    claim = claimed.claim_of(name)
     stated = value is not None  # the snapshot holds None for a fact no source states
     confidence: Confidence = claim.confidence if stated else "unknown"
     return Fact(

@@ -43,18 +43,41 @@ class Claim:
     confidence: Confidence = "unknown"
 
 
+# The registry field each snapshot attribute is read from, where the two names differ. Per-field
+# claims are written, validated (``ClaimsMatchFields``) and stored under registry field names
+# (``claims: {developer: ...}``), while the snapshot names a reference by what it holds
+# (``developer_id``); ``Claimed.confidence`` takes either and looks the claim up by field.
+FIELD_OF_ATTRIBUTE: Mapping[str, str] = {
+    "developer_id": "developer",
+    "publisher_id": "publisher",
+    "license_id": "license",
+    "parent_id": "parent",
+    "model_id": "model",
+    "operator_id": "operator",
+    "training_flops": "training_compute",
+    "training_gpu_hours": "training_compute",
+    "parents": "lineage",
+}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Claimed:
-    """Mixin data: a default claim for the entity plus per-field overrides."""
+    """Mixin data: a default claim for the entity plus per-field overrides (keyed by registry
+    field name)."""
 
     claim: Claim = Claim()
     claims: Mapping[str, Claim] = field(default_factory=dict)
 
+    def claim_of(self, fact: str) -> Claim:
+        """The claim behind one fact (a snapshot attribute or a registry field name): the
+        per-field override if there is one, else the entity's claim."""
+        return self.claims.get(FIELD_OF_ATTRIBUTE.get(fact, fact), self.claim)
+
     def confidence(self, fact: str) -> Confidence:
-        """Confidence of one fact; ``unknown`` when the fact has no value."""
+        """Confidence of one fact (a snapshot attribute); ``unknown`` when it has no value."""
         if getattr(self, fact, None) is None:
             return "unknown"
-        return self.claims.get(fact, self.claim).confidence
+        return self.claim_of(fact).confidence
 
 
 @dataclass(frozen=True, slots=True)

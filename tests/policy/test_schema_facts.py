@@ -92,7 +92,7 @@ def test_confidence_is_the_weakest_claim() -> None:
     snap = world()
     attrs = build_registry_entities(snap).deployments["distill-dc"].attrs
     assert attrs["license_confidence"] == "reported"
-    unsourced_llama = replace(snap.models[LLAMA], claims={"license_id": UNSOURCED})
+    unsourced_llama = replace(snap.models[LLAMA], claims={"license": UNSOURCED})
     attrs = (
         build_registry_entities(with_(snap, models=(unsourced_llama,)))
         .deployments["distill-dc"]

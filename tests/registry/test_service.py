@@ -426,7 +426,7 @@ def test_snapshot_holds_the_whole_registry(seeded: Engine) -> None:
     assert set(snapshot.orgs) == {"meta", "deepseek"}
     distill = snapshot.models[DISTILL["id"]]
     assert [(p.relation, p.parent_id) for p in distill.parents] == [("distilled_from", LLAMA["id"])]
-    assert distill.confidence("license_id") == "unknown"  # the claim is keyed "license"
+    assert distill.confidence("license_id") == "reported"  # its per-field claim on "license"
     assert snapshot.models[LLAMA["id"]].claim.confidence == "reported"
     assert snapshot.orgs["meta"].confidence("hq_country") == "reported"
     deployment = snapshot.deployments["distill-fra"]
