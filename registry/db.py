@@ -35,7 +35,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
 
-from registry.errors import BusyError
+from registry.errors import BusyError, SchemaTooNew
 
 # The newest migration. Checked against alembic's own view of the scripts by a test, so it
 # cannot go stale; it lets a restart skip importing alembic (~0.4 s) when nothing is to do.
@@ -144,11 +144,29 @@ def current_revision(engine: Engine) -> str | None:
         return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+def known_revisions() -> frozenset[str]:
+    """Every schema revision this version's migrations know."""
+    from alembic.script import ScriptDirectory
+
+    with as_file(files("registry").joinpath("migrations")) as script_dir:
+        return frozenset(
+            script.revision for script in ScriptDirectory(str(script_dir)).walk_revisions()
+        )
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (``alembic upgrade head``), from the package:
-    no ``alembic.ini`` needed. Runs in one transaction on both databases."""
-    if current_revision(engine) == HEAD_REVISION:
+    no ``alembic.ini`` needed. Runs in one transaction on both databases. A schema a newer
+    version migrated is refused in one sentence (``SchemaTooNew``), not alembic's traceback."""
+    revision = current_revision(engine)
+    if revision == HEAD_REVISION:
         return
+    if revision is not None and revision not in known_revisions():
+        raise SchemaTooNew(
+            f"the database schema is at revision {revision}, which this version of "
+            f"provenance-router does not know (its newest is {HEAD_REVISION}): a newer version "
+            "migrated it; run that version, or restore the backup taken before the upgrade"
+        )
     run_alembic(engine, "upgrade", "head")
 
 

@@ -4,9 +4,11 @@
     ├── ValidationFailed       bad input (.field names it, or None); nothing changed
     ├── NotFoundError          no entity with that id
     ├── ConflictError          stale expected version, duplicate id, concurrent write
-    └── BusyError              the database did not answer in time: no pooled connection free
-                               within the pool timeout, or the write lock still held by another
-                               writer after the lock timeout; nothing changed, retry later
+    ├── BusyError              the database did not answer in time: no pooled connection free
+    │                          within the pool timeout, or the write lock still held by another
+    │                          writer after the lock timeout; nothing changed, retry later
+    └── SchemaTooNew           the database's schema revision is one this version does not know
+                               (a newer version migrated it); nothing changed
 
 They live in their own module so that :mod:`registry.db` (which turns pool and lock timeouts
 into ``BusyError``) and :mod:`registry.service` share one hierarchy without importing each
@@ -37,4 +39,8 @@ class ConflictError(RegistryError):
 
 
 class BusyError(RegistryError):
+    pass
+
+
+class SchemaTooNew(RegistryError):
     pass
