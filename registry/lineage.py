@@ -119,3 +119,18 @@ def effective_provenance(
         licenses=frozenset(effective_licenses),
         complete=complete,
     )
+
+
+def training_hardware_vendors(
+    models: Mapping[str, ModelSnap], model_id: str, *, lineage: bool = True
+) -> frozenset[str]:
+    """The vendors of the hardware ``model_id`` was trained on: its own and, with ``lineage``,
+    every ancestor's (a fine-tune also runs on its base's pre-training). Empty when no source
+    states any; unknown members are simply absent."""
+    ids = (model_id, *(ancestors(models, model_id) if lineage else ()))
+    return frozenset(
+        vendor
+        for current in ids
+        if (model := models.get(current)) is not None
+        for vendor in model.training_hardware_vendors
+    )

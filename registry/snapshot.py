@@ -254,17 +254,3 @@ class RegistrySnapshot:
         if not chain_a or not chain_b:
             return None
         return bool(set(chain_a) & set(chain_b))
-
-    def training_hardware_vendors(self, model_id: str, *, lineage: bool = True) -> frozenset[str]:
-        """The vendors of the hardware ``model_id`` was trained on: its own and, with
-        ``lineage``, every ancestor's (a fine-tune also runs on its base's pre-training). Empty
-        when no source states any; unknown members are simply absent."""
-        from registry.lineage import ancestors  # lineage imports this module's types
-
-        ids = (model_id, *(ancestors(self.models, model_id) if lineage else ()))
-        return frozenset(
-            vendor
-            for current in ids
-            if (model := self.models.get(current)) is not None
-            for vendor in model.training_hardware_vendors
-        )

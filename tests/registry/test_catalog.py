@@ -18,7 +18,7 @@ from registry.catalog import catalog_text, load_catalog
 from registry.db import make_engine, migrate, session_scope
 from registry.gitops import apply, export
 from registry.gitops_schema import parse_document
-from registry.lineage import effective_provenance
+from registry.lineage import effective_provenance, training_hardware_vendors
 from registry.service import KINDS, load_snapshot, read_all, registry_version
 from registry.snapshot import RegistrySnapshot
 
@@ -263,7 +263,7 @@ def test_training_hardware_only_where_reported(catalog: RegistrySnapshot) -> Non
     assert v3.claims["training_hardware"].source == "https://arxiv.org/abs/2412.19437"
     assert catalog.models["Qwen/Qwen3-8B"].training_hardware is None
     assert catalog.models["Qwen/Qwen3-8B"].confidence("training_hardware") == "unknown"
-    assert catalog.training_hardware_vendors("deepseek-ai/DeepSeek-V3") == {"nvidia"}
+    assert training_hardware_vendors(catalog.models, "deepseek-ai/DeepSeek-V3") == {"nvidia"}
 
 
 def test_deepseek_v4_family_as_reported(catalog: RegistrySnapshot) -> None:

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from registry.db import migrate, run_alembic, session_scope
+from registry.lineage import training_hardware_vendors
 from registry.service import ValidationFailed, load_snapshot, write_transaction
 from tests.registry.conftest import CLAIM, DISTILL, LLAMA, seed
 
@@ -60,7 +61,7 @@ def test_model_facts_are_stored_in_canonical_form(seeded: Engine) -> None:
     assert model.training_hardware_vendors == {"huawei", "nvidia"}
     assert model.training_gpu_hours == 2_788_000
     # the distill's ancestor (Llama) states no hardware: the lineage set is the distill's own
-    assert snapshot.training_hardware_vendors(DISTILL["id"]) == {"huawei", "nvidia"}
+    assert training_hardware_vendors(snapshot.models, DISTILL["id"]) == {"huawei", "nvidia"}
 
 
 def test_training_hardware_vendors_follow_the_lineage(seeded: Engine) -> None:
@@ -69,10 +70,10 @@ def test_training_hardware_vendors_follow_the_lineage(seeded: Engine) -> None:
     _update(seeded, "model", DISTILL["id"], {"training_hardware": [{"vendor": "amd"}]})
     with session_scope(seeded) as session:
         snapshot = load_snapshot(session=session)
-    assert snapshot.training_hardware_vendors(DISTILL["id"]) == {"amd", "nvidia"}
-    assert snapshot.training_hardware_vendors(DISTILL["id"], lineage=False) == {"amd"}
-    assert snapshot.training_hardware_vendors(LLAMA["id"]) == {"nvidia"}
-    assert snapshot.training_hardware_vendors("no/such-model") == frozenset()
+    assert training_hardware_vendors(snapshot.models, DISTILL["id"]) == {"amd", "nvidia"}
+    assert training_hardware_vendors(snapshot.models, DISTILL["id"], lineage=False) == {"amd"}
+    assert training_hardware_vendors(snapshot.models, LLAMA["id"]) == {"nvidia"}
+    assert training_hardware_vendors(snapshot.models, "no/such-model") == frozenset()
 
 
 @pytest.mark.parametrize(
