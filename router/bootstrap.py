@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from adapters.local_llamacpp import DEFAULT_ALIAS as LOCAL_ALIAS
 from registry.catalog import load_catalog
 from registry.db import migrate, setup_lock
 from registry.keys import hash_key
@@ -153,7 +154,7 @@ def _ensure_local_model(writer: Writer, session: Session, settings: Settings) ->
             "id": LOCAL_DEPLOYMENT,
             "model": LOCAL_MODEL,
             "adapter": "local",
-            "upstream_model": LOCAL_ROUTE,
+            "upstream_model": LOCAL_ALIAS,  # what the bundled server answers to
             "hosting": "on_prem",
             "location_country": settings.site_country,
             "location_region": settings.site_region,

@@ -30,6 +30,7 @@ from sqlalchemy import Engine
 
 from adapters.base import Adapter
 from adapters.http1 import Limits
+from adapters.local_llamacpp import DEFAULT_ALIAS as LOCAL_ALIAS
 from adapters.openai_compat import OpenAICompatAdapter, PhaseTimeouts, make_client
 from registry.changes import ChangeSignal, can_signal, open_signal
 from registry.db import session_scope
@@ -61,7 +62,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("provenance_router")
 
-LOCAL_ALIAS = "smollm2"
 SIGNAL_WAIT_S = 0.25  # the change watcher looks at its stop flag this often
 RECONNECT_MIN_S = 0.1  # the change watcher's backoff after losing its signal, doubling ...
 RECONNECT_MAX_S = 5.0  # ... up to this

@@ -216,8 +216,8 @@ def _signal(worker: subprocess.Popen[bytes], signum: int) -> None:
 
 def _start_local_model() -> tuple[Any, str]:
     """One bundled model server for all workers (each would hold ~250 MB and a core)."""
+    from adapters.local_llamacpp import DEFAULT_ALIAS as LOCAL_ALIAS
     from adapters.local_llamacpp import LocalModelError, LocalModelServer
-    from router.gateway import LOCAL_ALIAS
 
     server = LocalModelServer(alias=LOCAL_ALIAS)
     try:
@@ -279,8 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     # with them a stopped worker exits 0, not killed by its own SIGTERM.
     for signum in STOP_SIGNALS:
         signal.signal(signum, _note)
+    from adapters.local_llamacpp import DEFAULT_ALIAS as LOCAL_ALIAS
     from router.asgi import create_app
-    from router.gateway import LOCAL_ALIAS
     from router.server import server_config, tune_allocator
 
     settings = Settings(**json.loads(args.overrides))
