@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from operator import itemgetter
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     Connection,
@@ -48,7 +48,14 @@ from registry.audit_record import (
     sanitize,
     unstorable,
 )
-from registry.models import AuditCheckpoint, DecisionEvaluation, RoutingDecision, utcnow
+from registry.models import (
+    AuditCheckpoint,
+    DecisionEvaluation,
+    ExposureFact,
+    RegistryState,
+    RoutingDecision,
+    utcnow,
+)
 
 Sign = Callable[[bytes], tuple[str, bytes]]  # message -> (key id, Ed25519 signature)
 
@@ -402,13 +409,19 @@ def boundaries(*, engine: Engine, before: datetime, sign: Sign | None) -> list[d
     ]
 
 
-def prune(
-    *, engine: Engine, before: datetime, marks: Sequence[Mapping[str, Any]]
-) -> tuple[int, int]:
+class Pruned(NamedTuple):
+    rows: int
+    evaluations: int
+    exposure_facts: int
+
+
+def prune(*, engine: Engine, before: datetime, marks: Sequence[Mapping[str, Any]]) -> Pruned:
     """Delete the rows of :func:`prune_bounds` (and unchained rows older than ``before``),
     record each chain's boundary (``marks``, from :func:`boundaries`; older checkpoints of
-    the chain go), then delete the evaluations no row refers to any more. One transaction.
-    Returns (rows deleted, evaluations deleted)."""
+    the chain go), then delete the evaluations no row refers to any more and the exposure
+    facts of registry versions older than every remaining row and than the registry's
+    current version (the report attributes remaining rows by them; a gateway records the
+    current version's). One transaction."""
     t, c, e = table(RoutingDecision), table(AuditCheckpoint), table(DecisionEvaluation)
     condition = _prunable(engine, before)
     with engine.begin() as connection:
@@ -420,4 +433,17 @@ def prune(
             connection.execute(insert(c).values(dict(mark)))
         referenced = select(t.c.evaluation_id).where(t.c.evaluation_id.is_not(None))
         orphans = connection.execute(delete(e).where(e.c.id.not_in(referenced))).rowcount
-    return rows, orphans
+        facts = _prune_exposure_facts(connection)
+    return Pruned(rows, orphans, facts)
+
+
+def _prune_exposure_facts(connection: Connection) -> int:
+    t, f, s = table(RoutingDecision), table(ExposureFact), table(RegistryState)
+    oldest_needed = [
+        connection.execute(select(func.min(t.c.registry_version))).scalar(),
+        connection.execute(select(func.max(s.c.version))).scalar(),
+    ]
+    needed = [int(v) for v in oldest_needed if v is not None]
+    if not needed:
+        return 0
+    return int(connection.execute(delete(f).where(f.c.registry_version < min(needed))).rowcount)

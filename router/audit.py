@@ -295,5 +295,5 @@ def enforce_retention(
         if write_archive(engine=engine, before=before, path=archive, boundaries=marks) == 0:
             archive.unlink()
             return 0, None
-    rows, _ = prune(engine=engine, before=before, marks=marks)
+    rows = prune(engine=engine, before=before, marks=marks).rows
     return rows, archive

@@ -129,11 +129,13 @@ def prune_command(
         )
         if archive is not None:
             write_archive(engine=engine, before=moment, path=archive, boundaries=marks)
-        rows, evaluations = audit_store.prune(engine=engine, before=moment, marks=marks)
+        pruned = audit_store.prune(engine=engine, before=moment, marks=marks)
     finally:
         engine.dispose()
     Console().print(
-        f"pruned {rows} records before {moment.isoformat()} and {evaluations} unused evaluations"
+        f"pruned {pruned.rows} records before {moment.isoformat()}, {pruned.evaluations} "
+        f"unused evaluations and {pruned.exposure_facts} exposure facts of older registry "
+        "versions"
     )
 
 
