@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import threading
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 CURRENT = "current.pem"
 PUBLIC = "public"
+log = logging.getLogger("provenance_router.signing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +87,19 @@ def rotate(directory: Path) -> Signer:
 
 
 def public_keys(directory: Path) -> dict[str, str]:
-    """Every public key the directory has signed with: key id -> PEM."""
+    """Every public key the directory has signed with: key id -> PEM (the current key's
+    included even where ``public/`` could not be written, e.g. a read-only secret mount)."""
     folder = directory / PUBLIC
-    if not folder.is_dir():
-        return {}
-    return {path.stem: path.read_text("ascii") for path in sorted(folder.glob("*.pem"))}
+    keys = (
+        {path.stem: path.read_text("ascii") for path in sorted(folder.glob("*.pem"))}
+        if folder.is_dir()
+        else {}
+    )
+    current = directory / CURRENT
+    if current.exists():
+        signer = _load(current)
+        keys.setdefault(signer.key_id, signer.public_pem())
+    return keys
 
 
 def verify(public_key_pem: str, message: bytes, signature: bytes) -> bool:
@@ -126,10 +136,21 @@ def _load(path: Path) -> Signer:
 
 
 def _publish(directory: Path, signer: Signer) -> None:
+    """Keep the public half in ``public/``. A directory the gateway may not write (a secret
+    mounted read-only) is fine: ``public_keys`` reads the current key itself; keys retired
+    earlier are then whatever ``public/`` the mount provides."""
     folder = directory / PUBLIC
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{signer.key_id}.pem"
-    if not target.exists():
+    if target.exists():
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
         staged = folder / f".{signer.key_id}.{os.getpid()}.{threading.get_ident()}"
         staged.write_text(signer.public_pem(), "ascii")
         os.replace(staged, target)
+    except OSError as error:
+        log.warning(
+            "signing: cannot keep the public key in %s (%s); serving the current key only",
+            folder,
+            error.strerror or error,
+        )

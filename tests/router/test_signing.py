@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import stat
 import threading
 from pathlib import Path
+
+import pytest
 
 from router.signing import load_or_create_signer, public_keys, rotate, verify
 
@@ -51,3 +54,18 @@ def test_rotation_keeps_the_old_public_half(tmp_path: Path) -> None:
     keys = public_keys(tmp_path)
     assert set(keys) == {old.key_id, new.key_id}
     assert verify(keys[old.key_id], b"before", signature)
+
+
+def test_a_key_directory_the_gateway_cannot_write_still_serves_its_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A signing key mounted as a read-only secret: ``public/`` cannot be created. Tests run
+    as root, which writes through file modes, so a file where the folder would go stands in
+    for the read-only mount (the same OSError path)."""
+    first = load_or_create_signer(tmp_path)
+    shutil.rmtree(tmp_path / "public")
+    (tmp_path / "public").write_text("not a folder")
+    signer = load_or_create_signer(tmp_path)  # before: NotADirectoryError, start-up failed
+    assert signer.key_id == first.key_id
+    assert "serving the current key only" in caplog.text
+    assert public_keys(tmp_path) == {signer.key_id: signer.public_pem()}
