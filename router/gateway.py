@@ -260,7 +260,10 @@ class Gateway:
     def reload(self) -> None:
         """Load the registry and policy and swap in a new routing table (blocking; call from a
         worker thread). An invalid stored policy keeps the previous table: never fail open
-        (nor is it confirmed fresh, so it goes stale in ``max_staleness_s``)."""
+        (nor is it confirmed fresh, so it goes stale in ``max_staleness_s``). The new version's
+        exposure facts are written after the lock is released: a reload waiting behind this
+        one does not wait for that write too."""
+        loaded: tuple[RegistrySnapshot, PolicyEngine] | None = None
         with self._reload_lock:
             with self._contact(), session_scope(self.engine) as session:
                 snapshot = load_snapshot(session=session)
@@ -270,8 +273,10 @@ class Gateway:
                 self._table = build_table(
                     snapshot, engine, local_urls=self.local_urls, secret=resolve_secret
                 )
-                self._record_exposure_facts(snapshot, engine)
+                loaded = (snapshot, engine)
             self._confirm_fresh()
+        if loaded is not None:
+            self._record_exposure_facts(*loaded)
 
     def refresh(self) -> None:
         """Reload when the stored version moved past the served one, else confirm the snapshot
