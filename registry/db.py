@@ -16,10 +16,17 @@ driver error: a checkout from the connection pool (``pool_size`` connections kep
 ``lock_timeout_s`` for the write lock (SQLite: ``busy_timeout`` on every connection;
 PostgreSQL: ``SET LOCAL lock_timeout`` in each write transaction, so migrations and the setup
 lock are not cut short).
+
+A PostgreSQL server that stops answering without closing the connection (a dropped route, a
+firewall forgetting the flow) cannot stall a thread for ever: connecting gives up after
+``connect_timeout_s``, and every connection has TCP keepalives (``PG_KEEPALIVES``: a silent
+peer is declared dead after about 25 s idle) and a ``tcp_user_timeout`` for data it never
+acknowledges. Parameters given in the URL's query string win over these defaults.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -46,6 +53,15 @@ POOL_SIZE = 5
 MAX_OVERFLOW = 10
 POOL_TIMEOUT_S = 10.0
 LOCK_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5.0
+# libpq keepalive and send-timeout parameters of every PostgreSQL connection (see above).
+PG_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # milliseconds
+}
 SQLITE_BUSY = 5  # sqlite3's error code for "database is locked"
 PG_LOCK_NOT_AVAILABLE = "55P03"  # the SQLSTATE of a lock_timeout that ran out
 
@@ -66,6 +82,7 @@ def make_engine(
     max_overflow: int = MAX_OVERFLOW,
     pool_timeout_s: float = POOL_TIMEOUT_S,
     lock_timeout_s: float = LOCK_TIMEOUT_S,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
 ) -> Engine:
     """An engine for ``url``; ``postgresql://`` URLs are served by psycopg 3. The pool and lock
     bounds are described in the module docstring (an in-memory SQLite database has one
@@ -77,7 +94,11 @@ def make_engine(
         return _sqlite_engine(parsed, pool if _is_file(parsed) else {}, lock_timeout_ms, echo)
     if parsed.get_backend_name() in ("postgresql", "postgres"):  # "postgres://": Heroku-style
         parsed = parsed.set(drivername="postgresql+psycopg")
-        return _postgres_engine(parsed, schema, pool, lock_timeout_ms, echo)
+        defaults = {"connect_timeout": max(2, math.ceil(connect_timeout_s)), **PG_KEEPALIVES}
+        connect: dict[str, Any] = {k: v for k, v in defaults.items() if k not in parsed.query}
+        if schema:
+            connect["options"] = f"-csearch_path={schema}"
+        return _postgres_engine(parsed, connect, pool, lock_timeout_ms, echo)
     raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)}")
 
 
@@ -86,9 +107,8 @@ def _is_file(url: URL) -> bool:
 
 
 def _postgres_engine(
-    url: URL, schema: str | None, pool: dict[str, Any], lock_timeout_ms: int, echo: bool
+    url: URL, connect_args: dict[str, Any], pool: dict[str, Any], lock_timeout_ms: int, echo: bool
 ) -> Engine:
-    connect_args = {"options": f"-csearch_path={schema}"} if schema else {}
     engine = create_engine(
         url,
         connect_args=connect_args,

@@ -12,7 +12,14 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 
-from registry.db import LOCK_TIMEOUT_S, MAX_OVERFLOW, POOL_SIZE, POOL_TIMEOUT_S, make_engine
+from registry.db import (
+    CONNECT_TIMEOUT_S,
+    LOCK_TIMEOUT_S,
+    MAX_OVERFLOW,
+    POOL_SIZE,
+    POOL_TIMEOUT_S,
+    make_engine,
+)
 
 
 def data_dir() -> Path:
@@ -47,6 +54,7 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(POOL_SIZE, gt=0)  # connections kept open
     database_max_overflow: int = Field(MAX_OVERFLOW, ge=0)  # more, opened under load
     database_pool_timeout_s: float = Field(POOL_TIMEOUT_S, gt=0)  # wait for a free connection
+    database_connect_timeout_s: float = Field(CONNECT_TIMEOUT_S, gt=0)  # PostgreSQL; >= 2 s
     registry_lock_timeout_s: float = Field(LOCK_TIMEOUT_S, gt=0)  # a writer's wait for its turn
     host: str = "127.0.0.1"
     port: int = 8000
@@ -173,6 +181,7 @@ def registry_engine(settings: Settings, database_url: str | None = None) -> Engi
         max_overflow=settings.database_max_overflow,
         pool_timeout_s=settings.database_pool_timeout_s,
         lock_timeout_s=settings.registry_lock_timeout_s,
+        connect_timeout_s=settings.database_connect_timeout_s,
     )
 
 
