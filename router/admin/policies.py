@@ -43,6 +43,7 @@ from router.policy import (
     explain,
     list_presets,
     run_policy_tests,
+    tested_tenants,
     what_if,
 )
 from router.policy.lint import check_against_registry
@@ -199,7 +200,12 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
         return report.to_dict()
 
     @router.post("/policy-tests", summary="Run a policy test file")
-    def post_tests(body: PolicyTestsIn, _caller: AuditCaller) -> dict[str, Any]:
+    def post_tests(body: PolicyTestsIn, caller: AuditCaller) -> dict[str, Any]:
+        try:  # a compliance key tests only its own tenant, as with explain and what-if
+            for tenant in sorted(tested_tenants(body.tests)):
+                caller.readable_tenant(tenant, param="tests")
+        except PolicyError as error:
+            raise BadRequest(str(error), param="tests") from None
         table = current_table()
         policy = table.snapshot.policy
         if body.policy is not None:

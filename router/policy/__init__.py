@@ -28,7 +28,12 @@ from router.policy.explain import (
     explain,
 )
 from router.policy.facts import CedarValue, DeploymentFacts
-from router.policy.policy_tests import PolicyTestResult, TestReport, run_policy_tests
+from router.policy.policy_tests import (
+    PolicyTestResult,
+    TestReport,
+    run_policy_tests,
+    tested_tenants,
+)
 from router.policy.presets import Preset, list_presets, load_preset, preset_policy_source
 from router.policy.schema import CEDAR_SCHEMA
 from router.policy.whatif import WhatIfChange, WhatIfReport, what_if
@@ -62,5 +67,6 @@ __all__ = [
     "load_preset",
     "preset_policy_source",
     "run_policy_tests",
+    "tested_tenants",
     "what_if",
 ]

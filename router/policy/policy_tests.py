@@ -75,6 +75,11 @@ def run_policy_tests(engine_factory: Callable[[], PolicyEngine], tests_yaml: str
     return TestReport(tuple(_run_case(engine, n, case) for n, case in enumerate(cases, start=1)))
 
 
+def tested_tenants(tests_yaml: str) -> frozenset[str]:
+    """The tenants the cases of ``tests_yaml`` are about (for a caller allowed only some)."""
+    return frozenset(str(case["given"]["tenant"]) for case in _load_cases(tests_yaml))
+
+
 def _load_cases(tests_yaml: str) -> list[Mapping[str, Any]]:
     try:
         document = yaml_source.safe_load(tests_yaml)

@@ -666,7 +666,9 @@ tests:
 
 
 def test_policy_tests_run_against_the_active_policy(clients: Clients, route: ExplainRoute) -> None:
-    report = ok(clients.auditor.post("/admin/policy-tests", json={"tests": policy_tests(route)}))
+    report = ok(
+        clients.org_auditor.post("/admin/policy-tests", json={"tests": policy_tests(route)})
+    )
 
     assert (report["ok"], report["passed"], report["failed"]) == (False, 3, 1)
     results = {r["name"]: r for r in report["results"]}
@@ -686,7 +688,7 @@ def test_policy_tests_run_against_a_draft(clients: Clients, route: ExplainRoute)
     tests += "    rule: deny-alpha\n"
 
     report = ok(
-        clients.auditor.post(
+        clients.org_auditor.post(
             "/admin/policy-tests", json={"tests": tests, "policy": {"source": draft}}
         )
     )
@@ -717,7 +719,7 @@ tests:
         ({"tests": "tests:\n  - given: {tenant: apps}\n    expect: deny\n"}, "tests", "deployment"),
         (
             {
-                "tests": "tests:\n  - given: {tenant: a, deployment: b}\n    expect: deny\n",
+                "tests": "tests:\n  - given: {tenant: apps, deployment: b}\n    expect: deny\n",
                 "policy": {"source": "rules: [{id: x, deny: {no_such: 1}}]\n"},
             },
             "source",

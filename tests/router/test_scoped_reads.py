@@ -204,3 +204,16 @@ def test_a_compliance_keys_what_if_replays_only_its_own_tenant(
     assert set(setup.apps_requests + setup.limited_requests) <= {
         c["request_id"] for c in org["changes"]
     }
+
+
+def test_a_compliance_key_runs_policy_tests_only_for_its_own_tenant(
+    setup: Setup, auditor: httpx.Client, org_auditor: httpx.Client
+) -> None:
+    """Before, any compliance key could learn another tenant's decisions through a test file."""
+    case = "  - given: {{tenant: {tenant}, deployment: x}}\n    expect: deny\n"
+    own = {"tests": "tests:\n" + case.format(tenant="apps")}
+    mixed = {"tests": "tests:\n" + case.format(tenant="apps") + case.format(tenant="limited")}
+
+    assert ok(auditor.post("/admin/policy-tests", json=own))["passed"] == 1
+    out_of_scope(auditor.post("/admin/policy-tests", json=mixed), "tests")
+    assert ok(org_auditor.post("/admin/policy-tests", json=mixed))["passed"] == 2
