@@ -633,7 +633,8 @@ class RoutingDecision(SQLModel, table=True):
 
     __tablename__ = "routing_decisions"
     # The exposure report's scan: time window first, then everything it groups and sums, so
-    # both databases answer from the index alone (migration 0006).
+    # both databases answer from the index alone (migration 0006). Any other time-window query
+    # uses it too: created_at has no index of its own (dropped in 0007).
     __table_args__ = (
         Index(
             "ix_routing_decisions_exposure",
@@ -648,7 +649,7 @@ class RoutingDecision(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigIntId)
     request_id: str = Field(index=True)
-    created_at: datetime = Field(default_factory=utcnow, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
     tenant_id: str | None = Field(default=None, index=True)
     key_id: str | None = None
     requested_model: str | None = None
