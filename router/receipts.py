@@ -155,7 +155,10 @@ class BatchSigner:
 
 def split(receipt: str) -> tuple[bytes, bytes, dict[str, Any]]:
     """The payload bytes, the signature and the decoded payload (not yet verified)."""
-    parts = _parts(receipt)
+    return _decoded(_parts(receipt))
+
+
+def _decoded(parts: list[str]) -> tuple[bytes, bytes, dict[str, Any]]:
     payload, signature = _unb64(parts[0]), _unb64(parts[1])
     try:
         claims = orjson.loads(payload)
@@ -170,7 +173,7 @@ def verify_receipt(receipt: str, public_keys: Mapping[str, str]) -> dict[str, An
     """The payload of ``receipt`` once its signature checks out against the public key (PEM)
     named by its ``kid`` in ``public_keys``; :class:`ReceiptError` otherwise."""
     parts = _parts(receipt)
-    payload, signature, claims = split(receipt)
+    payload, signature, claims = _decoded(parts)
     key_id = claims["kid"]
     pem = public_keys.get(key_id)
     if pem is None:
