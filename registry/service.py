@@ -69,6 +69,7 @@ from registry.models import (
 )
 from registry.reads import (
     find_key,
+    find_key_snap,
     list_changes,
     list_decisions,
     list_policies,
@@ -88,6 +89,7 @@ __all__ = [
     "Writer",
     "check_version",
     "find_key",
+    "find_key_snap",
     "get_policy",
     "insert_decisions",
     "list_changes",
@@ -289,7 +291,8 @@ class Writer:
         previous: dict[str, Any] = dict.fromkeys(ROTATION_COLUMNS)
         if grace_s > 0:
             until = utcnow() + timedelta(seconds=grace_s)
-            previous.update(zip(ROTATION_COLUMNS, (row["key_hash"], row["prefix"], until)))
+            values = (row["key_hash"], row["prefix"], until)
+            previous.update(zip(ROTATION_COLUMNS, values, strict=True))
         raw = generate_key()
         changes = {"raw_key": raw}
         public = self.update("api_key", id, changes, expected_version=None, derived=previous)

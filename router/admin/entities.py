@@ -7,7 +7,9 @@
     DELETE /admin/{plural}/{id}         optional ?version=; {"id", "object", "deleted": true}
 
 ``POST /admin/api-keys`` generates the key and returns it once (``"key"``); every later read
-shows only its ``prefix``. Bodies are validated by the registry service (the one place that
+shows only its ``prefix``. ``POST /admin/api-keys/{id}/rotate`` (body ``{"grace_s"}``) gives the
+key a new raw key, returned once the same way; revoking a key is ``PATCH`` ``enabled: false``
+(docs/keys.md). Bodies are validated by the registry service (the one place that
 knows the rules, shared with ``apply``); its errors name the field.
 """
 
@@ -19,8 +21,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from registry.models import SPECS, KindSpec, UniqueScopes
-from registry.service import read_all, read_one
+from registry.models import (
+    SPECS,
+    KeyNote,
+    KindSpec,
+    UniqueModelIds,
+    UniqueRouteNames,
+    UniqueScopes,
+    UtcTime,
+)
+from registry.service import MAX_GRACE_S, read_all, read_one
 from registry.validation import INT32_MAX, Count32, Slug
 from router.admin.openapi import errors
 from router.deps import AdminCaller, ContextDep, SessionDep
@@ -60,6 +70,30 @@ class NewApiKey(BaseModel):
     id: Slug
     tenant: Slug
     scopes: UniqueScopes = Field(min_length=1)
+    owner: KeyNote | None = None
+    description: KeyNote | None = None
+    expires_at: UtcTime | None = Field(default=None, description="None: never expires")
+    allowed_routes: UniqueRouteNames | None = Field(
+        default=None, description="Route names the key may call (None: any)"
+    )
+    allowed_models: UniqueModelIds | None = Field(
+        default=None, description="Model ids the key may call or be served by (None: any)"
+    )
+
+
+DEFAULT_GRACE_S = 86_400.0  # a rotation's grace period unless the request says otherwise
+
+
+class RotateApiKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_s: float = Field(
+        default=DEFAULT_GRACE_S,
+        ge=0,
+        le=MAX_GRACE_S,
+        description="How long the replaced key keeps working, in seconds (0: it stops at once)",
+    )
+    version: Count32 | None = Field(default=None, description=VERSION_DESCRIPTION)
 
 
 def patch_model(spec: KindSpec) -> type[BaseModel]:
@@ -100,7 +134,7 @@ def _documented_body(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def entity_routers() -> list[APIRouter]:
-    return [entity_router(kind) for kind in PLURALS]
+    return [key_rotation_router(), *(entity_router(kind) for kind in PLURALS)]
 
 
 def entity_router(kind: str) -> APIRouter:
@@ -170,10 +204,36 @@ def _create_endpoint(kind: str) -> Callable[..., Awaitable[dict[str, Any]]]:
 
 async def _create_key(body: NewApiKey, context: ContextDep, caller: AdminCaller) -> dict[str, Any]:
     """The raw key is in this response and nowhere else, ever."""
+    fields = body.model_dump(exclude={"id", "tenant", "scopes"}, exclude_none=True)
     public, raw = await context.write(
         actor=caller.actor,
         operation=lambda w: w.create_api_key(
-            id=body.id, tenant=body.tenant, scopes=list(body.scopes)
+            id=body.id, tenant=body.tenant, scopes=list(body.scopes), **fields
         ),
     )
     return {**public, "key": raw}
+
+
+def key_rotation_router() -> APIRouter:
+    """``POST /admin/api-keys/{id}/rotate``: a new raw key for the same key id (docs/keys.md)."""
+    router = APIRouter(prefix="/admin/api-keys", tags=["api-keys"])
+
+    @router.post(
+        "/{id}/rotate",
+        summary="Rotate one of api-keys: a new raw key, the old one valid for grace_s",
+        responses={200: {"model": SPECS["api_key"].public}, **errors(404, 409)},
+    )
+    async def rotate_key(
+        id: str, body: RotateApiKey, context: ContextDep, caller: AdminCaller
+    ) -> dict[str, Any]:
+        """The new raw key is in this response (``"key"``) and nowhere else, ever."""
+        public, raw = await context.write(
+            actor=caller.actor,
+            operation=lambda w: w.rotate_api_key(
+                id=id, grace_s=body.grace_s, expected_version=body.version
+            ),
+            check=lambda: context.check_version("api_key", id, body.version),
+        )
+        return {**public, "key": raw}
+
+    return router

@@ -48,9 +48,7 @@ def upgrade() -> None:
     with op.batch_alter_table("api_keys") as batch:  # SQLite: a unique constraint needs batch
         for name, type_ in COLUMNS:
             batch.add_column(sa.Column(name, type_, nullable=True))
-        batch.create_unique_constraint(
-            op.f("uq_api_keys_previous_key_hash"), ["previous_key_hash"]
-        )
+        batch.create_unique_constraint(op.f("uq_api_keys_previous_key_hash"), ["previous_key_hash"])
 
 
 def downgrade() -> None:
