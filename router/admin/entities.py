@@ -142,6 +142,9 @@ def entity_router(kind: str) -> APIRouter:
     plural = PLURALS[kind]
     router = APIRouter(prefix=f"/admin/{plural}", tags=[plural])
     spec = SPECS[kind]
+    # Model ids (and route names) contain "/"; key ids are slugs, which keeps
+    # /admin/api-keys/{id}/rotate apart from the key itself.
+    one = "/{id}" if kind == "api_key" else "/{id:path}"
     read_responses: dict[int | str, dict[str, Any]] = {200: {"model": spec.public}, **errors(404)}
     write_responses = {**read_responses, **errors(409)}
 
@@ -159,12 +162,12 @@ def entity_router(kind: str) -> APIRouter:
         openapi_extra=None if kind == "api_key" else _documented_body(spec.create),
     )
 
-    @router.get("/{id:path}", summary=f"Read one of {plural}", responses=read_responses)
+    @router.get(one, summary=f"Read one of {plural}", responses=read_responses)
     def get_entity(id: str, session: SessionDep, _caller: AdminCaller) -> dict[str, Any]:
         return read_one(session=session, kind=kind, id=id)
 
     @router.patch(
-        "/{id:path}",
+        one,
         summary=f"Change one of {plural}",
         responses=write_responses,
         openapi_extra=_documented_body(patch_model(spec)),
@@ -179,7 +182,7 @@ def entity_router(kind: str) -> APIRouter:
             check=lambda: context.check_version(kind, id, body.version),
         )
 
-    @router.delete("/{id:path}", summary=f"Delete one of {plural}", responses=errors(404, 409))
+    @router.delete(one, summary=f"Delete one of {plural}", responses=errors(404, 409))
     async def delete_entity(
         id: str, context: ContextDep, caller: AdminCaller, version: QueryVersion = None
     ) -> dict[str, Any]:
