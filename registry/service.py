@@ -105,7 +105,8 @@ __all__ = [
 KINDS: tuple[str, ...] = tuple(SPECS)
 POLICY_FORMATS = ("yaml", "cedar")
 ROTATION_COLUMNS = ("previous_key_hash", "previous_prefix", "previous_valid_until")
-MAX_GRACE_S = 30 * 86_400.0  # a rotation's grace period: at most 30 days
+MAX_GRACE_S = 30 * 86_400.0  # a rotation's grace period: at most 30 days ...
+DEFAULT_GRACE_S = 86_400.0  # ... and unless the caller says otherwise, 24 hours
 
 
 # --- reads -----------------------------------------------------------------------------------

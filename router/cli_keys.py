@@ -29,10 +29,10 @@ from sqlalchemy import Engine
 
 from registry.db import make_engine, migrate, session_scope
 from registry.models import as_utc, utcnow
-from registry.service import read_all, read_one, write_transaction
+from registry.service import DEFAULT_GRACE_S, read_all, read_one, write_transaction
 from router.settings import Settings
 
-DEFAULT_GRACE = "24h"
+DEFAULT_GRACE = f"{DEFAULT_GRACE_S / 3600:g}h"
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 

@@ -30,7 +30,7 @@ from registry.models import (
     UniqueScopes,
     UtcTime,
 )
-from registry.service import MAX_GRACE_S, read_all, read_one
+from registry.service import DEFAULT_GRACE_S, MAX_GRACE_S, read_all, read_one
 from registry.validation import INT32_MAX, Count32, Slug
 from router.admin.openapi import errors
 from router.deps import AdminCaller, ContextDep, SessionDep
@@ -79,9 +79,6 @@ class NewApiKey(BaseModel):
     allowed_models: UniqueModelIds | None = Field(
         default=None, description="Model ids the key may call or be served by (None: any)"
     )
-
-
-DEFAULT_GRACE_S = 86_400.0  # a rotation's grace period unless the request says otherwise
 
 
 class RotateApiKey(BaseModel):
