@@ -27,7 +27,7 @@ from typing import Annotated, Any, get_args
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from registry.models import SPECS
+from registry.models import SPECS, as_utc
 from registry.service import RegistryError
 from registry.validation import DEPLOYMENT_SECTIONS, EnvVarName
 
@@ -52,6 +52,7 @@ PATH_OF_COLUMN: Mapping[str, str] = {
 }
 COLUMN_OF_PATH: Mapping[str, str] = {path: column for column, path in PATH_OF_COLUMN.items()}
 INPUT_ONLY = frozenset({"raw_key"})  # service fields a file never holds
+INSTANTS = frozenset({"expires_at"})  # points in time (not dates): compared in UTC
 KEY_SECRET_REF = "secret_ref"  # api_keys only: NAME of the env var holding the raw key
 
 
@@ -412,6 +413,8 @@ def normalise(column: str, value: Any) -> Any:
         return {fact: c for fact, c in sorted(claims.items()) if c is not None}
     if column == "lineage":
         return [{"relation": e["relation"], "model": e["model"]} for e in _plain(value) or ()]
+    if column in INSTANTS and value is not None:
+        return _instant(value)
     if isinstance(value, list | tuple | set | frozenset):
         items = [normalise(column, v) for v in value]
         if column in ORDERED_LISTS or not all(isinstance(i, Hashable) for i in items):
@@ -420,6 +423,12 @@ def normalise(column: str, value: Any) -> Any:
     if isinstance(value, Mapping):  # an unset (null) key is the same as an absent one
         return {str(k): normalise(column, v) for k, v in sorted(value.items()) if v is not None}
     return _scalar(value)
+
+
+def _instant(value: datetime | str) -> str:
+    """A point in time as an ISO string in UTC (``Z``), from a datetime or its text."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return as_utc(moment).isoformat().replace("+00:00", "Z")
 
 
 def _sort_key(value: Any) -> tuple[int, str]:

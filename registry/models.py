@@ -31,6 +31,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     SecretStr,
+    StringConstraints,
     ValidationInfo,
     WithJsonSchema,
     create_model,
@@ -38,7 +39,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -548,10 +549,28 @@ class TenantPublic(TenantBase, Tracked):
     id: str
 
 
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; a time without a zone is UTC (SQLite stores timestamps without)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+UtcTime = Annotated[datetime, AfterValidator(as_utc)]
+KeyNote = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+UniqueRouteNames = Annotated[list[RouteName], AfterValidator(_unique), UniqueItems()]
+UniqueModelIds = Annotated[list[ModelId], AfterValidator(_unique), UniqueItems()]
+
+
 class ApiKeyBase(SQLModel):
     tenant: Slug = Field(foreign_key="tenants.id", index=True)
     scopes: UniqueScopes = Field(min_length=1, sa_type=JSONType)
     enabled: Flag = True
+    owner: KeyNote | None = None
+    description: KeyNote | None = None
+    # None: never expires. Checked against the clock at each request (docs/keys.md).
+    expires_at: UtcTime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # Allow-lists: None = no restriction beyond the tenant's policy (they only ever narrow it).
+    allowed_routes: UniqueRouteNames | None = Field(default=None, sa_type=JSONType)
+    allowed_models: UniqueModelIds | None = Field(default=None, sa_type=JSONType)
 
 
 class ApiKey(ApiKeyBase, Tracked, table=True):
@@ -560,6 +579,12 @@ class ApiKey(ApiKeyBase, Tracked, table=True):
     id: str = Field(primary_key=True)
     prefix: str
     key_hash: str = Field(unique=True)  # sha256 hex of the raw key; never leaves the registry
+    # Written in batches by the gateway, never on the request path (coarse: docs/keys.md).
+    last_used_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # Rotation: the replaced key's hash stays valid until ``previous_valid_until``.
+    previous_key_hash: str | None = Field(default=None, unique=True)
+    previous_prefix: str | None = None
+    previous_valid_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class ApiKeyCreate(ApiKeyBase, Strict):
@@ -579,6 +604,9 @@ class ApiKeyCreate(ApiKeyBase, Strict):
 class ApiKeyPublic(ApiKeyBase, Tracked):
     id: str
     prefix: str
+    last_used_at: datetime | None = None
+    previous_prefix: str | None = None
+    previous_valid_until: datetime | None = None
 
 
 # --- policies, audit, state ------------------------------------------------------------------
@@ -857,7 +885,11 @@ SPECS: Mapping[str, KindSpec] = {
             create=ApiKeyCreate,
             update=ApiKeyUpdate,
             public=ApiKeyPublic,
-            references=(Reference("tenant", ("tenant",)),),
+            references=(
+                Reference("tenant", ("tenant",)),
+                Reference("allowed_routes", ("route",)),
+                Reference("allowed_models", ("model",)),
+            ),
         ),
     )
 }

@@ -98,10 +98,17 @@ def public_of(
     fields = [f for f in spec.public.model_fields if f not in (spec.key, *TRACKED)]
     public = {spec.key: row[spec.key]}
     for name in fields:
-        public[name] = lineage.get(row[spec.key], []) if name == "lineage" else jsonable(row[name])
+        public[name] = lineage.get(row[spec.key], []) if name == "lineage" else _public(row[name])
     for name in TRACKED:
-        public[name] = jsonable(row[name])
+        public[name] = _public(row[name])
     return public
+
+
+def _public(value: Any) -> Any:
+    """A stored value as JSON; a time in UTC, with its zone (SQLite stores times without)."""
+    if isinstance(value, datetime):
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return jsonable(value)
 
 
 def read_public(db: Connection, spec: KindSpec, key: str) -> dict[str, Any] | None:
@@ -140,6 +147,15 @@ def find_key(*, session: Session, key_hash: str) -> dict[str, Any] | None:
     t = table(SPECS["api_key"].table)
     row = session.connection().execute(select(t).where(t.c.key_hash == key_hash)).mappings().first()
     return None if row is None else public_of(SPECS["api_key"], row, {})
+
+
+def find_key_snap(*, session: Session, key_hash: str) -> KeySnap | None:
+    """The key with this current or replaced (rotated) hash, as the snapshot would hold it:
+    what the admin API checks per request, straight from the database."""
+    t = table(SPECS["api_key"].table)
+    query = select(t).where(or_(t.c.key_hash == key_hash, t.c.previous_key_hash == key_hash))
+    row = session.connection().execute(query).mappings().first()
+    return None if row is None else _keys_by_hash([row]).get(key_hash)
 
 
 def list_changes(
@@ -293,7 +309,7 @@ def _build_snapshot(db: Connection, version: int) -> RegistrySnapshot:
         deployments={r["id"]: _deployment(r) for r in rows["deployment"]},
         routes={r["name"]: _route(r) for r in rows["route"]},
         tenants={r["id"]: _tenant(r) for r in rows["tenant"]},
-        keys_by_hash={r["key_hash"]: _key(r) for r in rows["api_key"]},
+        keys_by_hash=_keys_by_hash(rows["api_key"]),
         policy=_active_policy(db),
     )
 
@@ -508,13 +524,36 @@ def _tenant(row: RowMapping) -> TenantSnap:
     )
 
 
-def _key(row: RowMapping) -> KeySnap:
+def _key(row: RowMapping, *, previous: bool = False) -> KeySnap:
+    """The snapshot of a key's current hash, or of the hash a rotation replaced."""
+    ends = [row["expires_at"], row["previous_valid_until"] if previous else None]
+    times = [_timestamp(moment) for moment in ends if moment is not None]
+    routes, models = row["allowed_routes"], row["allowed_models"]
     return KeySnap(
         id=row["id"],
         tenant_id=row["tenant"],
         scopes=frozenset(row["scopes"]),
         enabled=row["enabled"],
+        valid_until=min(times) if times else None,
+        rotated=previous,
+        allowed_routes=None if routes is None else frozenset(routes),
+        allowed_models=None if models is None else frozenset(models),
     )
+
+
+def _keys_by_hash(rows: Iterable[RowMapping]) -> dict[str, KeySnap]:
+    """Every key under its current hash and, after a rotation, under the replaced one."""
+    keys: dict[str, KeySnap] = {}
+    for row in rows:
+        keys[row["key_hash"]] = _key(row)
+        if row["previous_key_hash"] is not None and row["previous_valid_until"] is not None:
+            keys[row["previous_key_hash"]] = _key(row, previous=True)
+    return keys
+
+
+def _timestamp(moment: datetime) -> float:
+    """A stored time as a UNIX time; a time without a zone is UTC (SQLite stores none)."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _active_policy(db: Connection) -> PolicySnap | None:

@@ -35,10 +35,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import JSON, Connection, Engine, RowMapping, delete, insert, select, update
+from sqlalchemy import JSON, Connection, Engine, RowMapping, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -68,6 +69,7 @@ from registry.models import (
 )
 from registry.reads import (
     find_key,
+    find_key_snap,
     list_changes,
     list_decisions,
     list_policies,
@@ -87,6 +89,7 @@ __all__ = [
     "Writer",
     "check_version",
     "find_key",
+    "find_key_snap",
     "get_policy",
     "insert_decisions",
     "list_changes",
@@ -101,6 +104,9 @@ __all__ = [
 
 KINDS: tuple[str, ...] = tuple(SPECS)
 POLICY_FORMATS = ("yaml", "cedar")
+ROTATION_COLUMNS = ("previous_key_hash", "previous_prefix", "previous_valid_until")
+MAX_GRACE_S = 30 * 86_400.0  # a rotation's grace period: at most 30 days ...
+DEFAULT_GRACE_S = 86_400.0  # ... and unless the caller says otherwise, 24 hours
 
 
 # --- reads -----------------------------------------------------------------------------------
@@ -210,8 +216,11 @@ class Writer:
         changes: Mapping[str, Any],
         *,
         expected_version: int | None,
+        derived: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Change some fields; compare-and-set on ``expected_version`` (None: no check).
+        ``derived``: stored columns no input may set, written with the change (a key's
+        rotation state).
 
         An update that changes no value is a no-op: no version bump, no change row."""
         spec = _spec(kind)
@@ -229,7 +238,8 @@ class Writer:
             return reads.public_of(spec, row, {id: current.get("lineage", [])})
         self._check_links(spec, id, state, changed=changed)
         before = reads.read_public(self._db, spec, id)
-        self._compare_and_set(spec, id, expected_version, _columns(spec, state, only=changed))
+        columns = {**_columns(spec, state, only=changed), **(derived or {})}
+        self._compare_and_set(spec, id, expected_version, columns)
         if "lineage" in changed:
             self._write_lineage(spec, id, state)
         return self._record(spec, id, "update", before=before)
@@ -255,13 +265,38 @@ class Writer:
         self._log(kind, id, "delete", before=before, after=None)
 
     def create_api_key(
-        self, *, id: str, tenant: str, scopes: list[str], raw_key: str | None = None
+        self,
+        *,
+        id: str,
+        tenant: str,
+        scopes: list[str],
+        raw_key: str | None = None,
+        **fields: Any,
     ) -> tuple[dict[str, Any], str]:
-        """Create a key; returns (public dict, raw key). The raw key is shown only here."""
+        """Create a key (``fields``: owner, expires_at, allowed_routes, ...); returns (public
+        dict, raw key). The raw key is shown only here."""
         raw = raw_key if raw_key is not None else generate_key()
-        public = self.create(
-            "api_key", {"id": id, "tenant": tenant, "scopes": scopes, "raw_key": raw}
-        )
+        data = {**fields, "id": id, "tenant": tenant, "scopes": scopes, "raw_key": raw}
+        return self.create("api_key", data), raw
+
+    def rotate_api_key(
+        self, *, id: str, grace_s: float, expected_version: int | None = None
+    ) -> tuple[dict[str, Any], str]:
+        """Give key ``id`` a new raw key, returned here once. The key keeps its id (and with it
+        its tenant, scopes, allow-lists, limits and audit trail); the replaced raw key stays
+        valid ``grace_s`` seconds more (0: it stops at once). Rotating again within a grace
+        period ends the earlier one: only the latest replaced key is kept."""
+        if not 0 <= grace_s <= MAX_GRACE_S:
+            raise ValidationFailed(f"grace_s: must be 0 to {MAX_GRACE_S:g}", field="grace_s")
+        row = self._current(_spec("api_key"), id, expected_version)
+        previous: dict[str, Any] = dict.fromkeys(ROTATION_COLUMNS)
+        if grace_s > 0:
+            until = utcnow() + timedelta(seconds=grace_s)
+            values = (row["key_hash"], row["prefix"], until)
+            previous.update(zip(ROTATION_COLUMNS, values, strict=True))
+        raw = generate_key()
+        changes = {"raw_key": raw}
+        public = self.update("api_key", id, changes, expected_version=None, derived=previous)
         return public, raw
 
     def save_policy(self, *, name: str, format: str, source: str, activate: bool) -> dict[str, Any]:
@@ -399,7 +434,8 @@ class Writer:
 
     def _check_new_key(self, key_hash: str) -> None:
         keys = reads.table(SPECS["api_key"].table)
-        if self._db.execute(select(keys.c.id).where(keys.c.key_hash == key_hash)).first():
+        taken = or_(keys.c.key_hash == key_hash, keys.c.previous_key_hash == key_hash)
+        if self._db.execute(select(keys.c.id).where(taken)).first():
             raise ValidationFailed("raw_key: this key is already registered", field="raw_key")
 
     def _check_acyclic(self, spec: KindSpec, id: str, state: Mapping[str, Any]) -> None:

@@ -207,10 +207,25 @@ class TenantSnap:
 
 @dataclass(frozen=True, slots=True)
 class KeySnap:
+    """One hash of an API key. A rotated key has two: its current one and, during the grace
+    period, the replaced one (``rotated``), both with the key's id, tenant and allow-lists."""
+
     id: str
     tenant_id: str
     scopes: frozenset[Scope]
     enabled: bool = True
+    # The end of this hash's validity as a UNIX time, None for never: the key's expiry or, for
+    # a replaced hash, the end of its grace period, whichever comes first. The request path
+    # compares it with the clock at each request: no snapshot reload happens at that moment.
+    valid_until: float | None = None
+    rotated: bool = False  # the replaced hash of a rotation, valid during its grace period
+    # What the key may name as ``model`` (None: no restriction beyond the tenant's policy).
+    allowed_routes: frozenset[str] | None = None
+    allowed_models: frozenset[str] | None = None
+
+    @property
+    def restricted(self) -> bool:
+        return self.allowed_routes is not None or self.allowed_models is not None
 
 
 @dataclass(frozen=True, slots=True)

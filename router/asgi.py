@@ -148,6 +148,7 @@ def create_app(
             engine,
             settings,
             on_change=gateway.reload,
+            on_key_use=gateway.key_usage.touch,
             extra_routers=[
                 policy_router(lambda: gateway.table),
                 reports_router(lambda: gateway.table),

@@ -12,6 +12,7 @@ fresh machine with no configuration.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from registry.catalog import load_catalog
 from registry.db import migrate, setup_lock
 from registry.keys import hash_key
 from registry.service import (
+    ROTATION_COLUMNS,
     NotFoundError,
     Writer,
     list_policies,
@@ -34,12 +36,15 @@ from registry.service import (
 from router.policy import DEFAULT_POLICY_SOURCE
 from router.settings import Settings
 
+log = logging.getLogger("provenance_router")
+
 ACTOR = "bootstrap"
 DEFAULT_TENANT = "default"
 LOCAL_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 LOCAL_DEPLOYMENT = "local-smollm2"
 LOCAL_ROUTE = "smollm2"
 ADMIN_SCOPES = ["admin", "inference", "compliance"]
+CONFIGURED_KEY = "admin-configured"  # the key PROVENANCE_ROUTER_ADMIN_KEY registers
 SMOLLM_SOURCE = "https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
@@ -87,22 +92,36 @@ def _ensure(writer: Writer, session: Session, kind: str, data: Mapping[str, Any]
 
 
 def _ensure_admin_key(writer: Writer, session: Session, configured: str | None) -> str | None:
-    """Make sure an admin key exists. A configured key is registered (by hash) if new; without
-    one, a key is generated on first start and returned so it can be shown once."""
+    """Make sure an admin key exists. A configured key is registered (by hash) if new; a
+    changed configured key replaces the previous one's hash (that value stops working at
+    once); without one, a key is generated on first start and returned so it can be shown
+    once."""
     snapshot = load_snapshot(session=session)
     if configured is not None:
         if hash_key(configured) not in snapshot.keys_by_hash:
-            writer.create_api_key(
-                id="admin-configured",
-                tenant=DEFAULT_TENANT,
-                scopes=ADMIN_SCOPES,
-                raw_key=configured,
-            )
+            _register_configured_key(writer, session, configured)
         return None
     if any("admin" in key.scopes for key in snapshot.keys_by_hash.values()):
         return None
     _, raw = writer.create_api_key(id="admin", tenant=DEFAULT_TENANT, scopes=ADMIN_SCOPES)
     return raw
+
+
+def _register_configured_key(writer: Writer, session: Session, configured: str) -> None:
+    if not _exists(session, "api_key", CONFIGURED_KEY):
+        writer.create_api_key(
+            id=CONFIGURED_KEY, tenant=DEFAULT_TENANT, scopes=ADMIN_SCOPES, raw_key=configured
+        )
+        return
+    log.warning(
+        "the configured admin key changed: API key %r now has the new value; the previous "
+        "configured value no longer works",
+        CONFIGURED_KEY,
+    )
+    no_grace = dict.fromkeys(ROTATION_COLUMNS)  # nor does a value it replaced by rotation
+    writer.update(
+        "api_key", CONFIGURED_KEY, {"raw_key": configured}, expected_version=None, derived=no_grace
+    )
 
 
 def _ensure_local_model(writer: Writer, session: Session, settings: Settings) -> None:

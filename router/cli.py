@@ -143,6 +143,7 @@ def _register_subcommands() -> None:
     from router.cli_backup import register as register_backup
     from router.cli_db import register as register_db
     from router.cli_gitops import register as register_gitops
+    from router.cli_keys import register as register_keys
     from router.cli_policy import register as register_policy
     from router.cli_profile import register as register_profile
     from router.cli_receipts import register as register_receipts
@@ -150,6 +151,7 @@ def _register_subcommands() -> None:
 
     register_gitops(app)
     register_policy(app)
+    register_keys(app)
     register_backup(app)
     register_db(app)
     register_receipts(app)

@@ -10,7 +10,8 @@ The admin app keeps one :class:`AdminContext` in ``app.state.admin`` (set by
                   endpoints; see ``Caller.readable_tenant`` for whose records it may read)
 
 Keys are looked up by hash in the database on every admin request: admin traffic is low and
-this way a disabled key stops working at once, without waiting for a snapshot reload.
+this way a disabled key stops working at once, without waiting for a snapshot reload. Expiry
+and a rotation's grace period are checked as on ``/v1`` (``router.keys.usable_key``).
 
 No request holds one pooled connection while it waits for another (issue 14: 40 parallel
 PATCHes each held the connection that authenticated them while their write waited for a second,
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -43,14 +45,14 @@ from starlette.concurrency import run_in_threadpool
 
 from registry.db import session_scope
 from registry.keys import hash_key
-from registry.service import Writer, check_version, find_key, write_transaction
+from registry.service import Writer, check_version, find_key_snap, write_transaction
 from router.errors import (
-    INCORRECT_API_KEY,
     MISSING_API_KEY,
     AuthenticationFailed,
     PermissionDenied,
     RegistryBusy,
 )
+from router.keys import usable_key
 from router.settings import Settings
 
 log = logging.getLogger("provenance_router.admin")
@@ -63,6 +65,7 @@ class AdminContext:
     engine: Engine
     settings: Settings
     on_change: Callable[[], None] | None = None  # e.g. reload the gateway's snapshot
+    on_key_use: Callable[[str, float], None] | None = None  # (key id, time): last-used record
     write_turn: asyncio.Lock = field(default_factory=asyncio.Lock)  # one writer at a time
 
     async def write(
@@ -180,10 +183,12 @@ def current_caller(context: ContextDep, token: Annotated[str, Depends(bearer_tok
     # Its own transaction, not the request's SessionDep: the connection is back in the pool
     # before the route runs, so a write never waits for a second one while holding this one.
     with session_scope(context.engine) as session:
-        key = find_key(session=session, key_hash=hash_key(token))
-    if key is None or not key["enabled"]:
-        raise AuthenticationFailed(INCORRECT_API_KEY)
-    return Caller(key_id=key["id"], tenant=key["tenant"], scopes=frozenset(key["scopes"]))
+        found = find_key_snap(session=session, key_hash=hash_key(token))
+    now = time.time()
+    key = usable_key(found, now)  # revoked, expired or past a rotation's grace: 401
+    if context.on_key_use is not None:
+        context.on_key_use(key.id, now)
+    return Caller(key_id=key.id, tenant=key.tenant_id, scopes=frozenset(key.scopes))
 
 
 def require_scope(*scopes: str) -> Callable[[Caller], Caller]:

@@ -4,7 +4,8 @@
     ├── BadRequest              400  invalid_request_error
     ├── AuthenticationFailed    401  invalid_request_error / invalid_api_key
     ├── PermissionDenied        403  permission_error / insufficient_scope
-    │   └── PolicyDenied        403  permission_error / provenance_policy_denied
+    │   ├── PolicyDenied        403  permission_error / provenance_policy_denied
+    │   └── KeyNotAllowed       403  permission_error / model_not_allowed_for_key
     ├── NotFound                404  invalid_request_error / not_found (model_not_found, ...)
     ├── MethodNotAllowed        405  invalid_request_error / method_not_allowed (with Allow)
     ├── Conflict                409  invalid_request_error / version_conflict
@@ -84,6 +85,12 @@ class PolicyDenied(PermissionDenied):
     def __init__(self, message: str, *, rule_ids: tuple[str, ...] = ()):
         super().__init__(message)
         self.rule_ids = rule_ids
+
+
+class KeyNotAllowed(PermissionDenied):
+    """The API key's allow-list (routes, models) does not include what the request names."""
+
+    code = "model_not_allowed_for_key"
 
 
 class NotFound(GatewayError):

@@ -48,6 +48,7 @@ from router.departure import DepartureWatch
 from router.errors import RegistryUnavailable
 from router.exposure import record_version_facts
 from router.health import BackendHealth
+from router.keys import KeyUsage
 from router.metrics import GatewayMetrics, GatewayState
 from router.policy import PolicyEngine
 from router.receipts import BatchSigner
@@ -122,6 +123,7 @@ class Gateway:
             observer=self.telemetry if observed else None,
         )
         self.departures = DepartureWatch(settings.disconnect_check_s)
+        self.key_usage = KeyUsage(engine, flush_s=settings.key_last_used_flush_s)
         self.signer: Signer | None = None
         self.receipts: BatchSigner | None = None  # signs /v1 responses' receipts, in batches
         self.rng = random.Random()
@@ -168,6 +170,7 @@ class Gateway:
         self.signer = await asyncio.to_thread(load_or_create_signer, self.settings.signing_key_dir)
         self.receipts = BatchSigner(self.signer)
         await self._start_audit()
+        self.key_usage.start()
         loop = asyncio.get_running_loop()
         self._poller = loop.create_task(self._poll(), name="registry-poll")
         self._start_watcher()
@@ -186,6 +189,7 @@ class Gateway:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         await self.audit.stop()
+        await self.key_usage.stop()
         await asyncio.to_thread(self.telemetry.shutdown)
         for adapter in {id(a): a for a in self._adapters.values()}.values():
             await adapter.close()  # the OpenAI-compatible adapter closes the shared session

@@ -35,10 +35,11 @@ from adapters.base import (
     UpstreamResponseTooLarge,
     UpstreamTimeout,
 )
-from registry.snapshot import DeploymentSnap, Strategy
+from registry.snapshot import DeploymentSnap, KeySnap, Strategy
 from router.errors import (
     GatewayError,
     GatewaySaturated,
+    KeyNotAllowed,
     NoBackendAvailable,
     NotFound,
     PolicyDenied,
@@ -93,15 +94,22 @@ def plan(
     context: RequestContext,
     health: BackendHealth,
     rng: random.Random,
+    key: KeySnap | None = None,
 ) -> Plan:
-    """Decide which deployments may serve this request and in which order to try them.
+    """Decide which deployments may serve this request and in which order to try them; with
+    ``key`` (of ``tenant_id``), within its allow-list.
 
-    Raises NotFound for an unknown name. When no candidate is allowed, ``ordered`` is empty
-    and the caller raises ``not_served`` after recording ``decisions``: the audit row of a
-    refusal must name them."""
-    allowed, decisions = allowed_deployments(
-        table, model=model, tenant_id=tenant_id, action=action, context=context
-    )
+    Raises KeyNotAllowed for a name outside the key's allow-list, NotFound for an unknown
+    name. When no candidate is allowed, ``ordered`` is empty and the caller raises
+    ``not_served`` after recording ``decisions``: the audit row of a refusal must name them."""
+    if key is None:
+        allowed, decisions = allowed_deployments(
+            table, model=model, tenant_id=tenant_id, action=action, context=context
+        )
+    else:
+        allowed, decisions = allowed_for_key(
+            table, key, model=model, action=action, context=context
+        )
     strategy = table.candidates[model].strategy
     return Plan(tuple(order(allowed, strategy, health, rng)), decisions)
 
@@ -122,6 +130,74 @@ def allowed_deployments(
         )
     key = (model, tenant_id, action, context)
     return table.filtered.get(key, lambda: policy_filter(table, resolved, key))
+
+
+def allowed_for_key(
+    table: RoutingTable, key: KeySnap, *, model: str, action: str, context: RequestContext
+) -> Filtered:
+    """:func:`allowed_deployments` for the key's tenant, narrowed by the key's allow-list:
+    the one place an allow-list is applied (routing and the model listing ask here). It only
+    removes deployments, so a key never reaches one its tenant's policy denies.
+
+    Raises KeyNotAllowed (before any policy evaluation) when the allow-list refuses
+    ``model``, NotFound for an unknown name."""
+    refusal = key_refusal(table, key, model)
+    if refusal is not None:
+        raise KeyNotAllowed(refusal, param="model")
+    filtered = allowed_deployments(
+        table, model=model, tenant_id=key.tenant_id, action=action, context=context
+    )
+    models = key.allowed_models
+    if models is None:
+        return filtered
+    memo_key = ((model, key.tenant_id, action, context), models)
+    return table.narrowed.get(memo_key, lambda: _narrow(table, filtered, models))
+
+
+def key_refusal(table: RoutingTable, key: KeySnap, name: str) -> str | None:
+    """Why ``key``'s allow-list refuses ``name`` as a request's ``model``; None if it does not.
+
+    - ``allowed_routes``: the route names the key may send (None: any route);
+    - ``allowed_models``: the model ids the key may send, and the only models a route may
+      serve it with (None: any model).
+    A model id sent directly needs ``allowed_models`` to list it once either list is set: a
+    key limited to some routes cannot step around them by naming a model."""
+    if not key.restricted:
+        return None
+    routes, models = key.allowed_routes, key.allowed_models
+    if name in table.snapshot.routes:
+        if routes is not None and name not in routes:
+            return f"This API key may not use route `{name}` (its allow-list: {_listed(key)})."
+        served = table.candidates[name].deployments if name in table.candidates else ()
+        if models is not None and served and not any(d.model_id in models for d in served):
+            return (
+                f"Route `{name}` serves no model this API key may use "
+                f"(its allow-list: {_listed(key)})."
+            )
+        return None
+    if models is None or name not in models:
+        return f"This API key may not use model `{name}` (its allow-list: {_listed(key)})."
+    return None
+
+
+def _listed(key: KeySnap) -> str:
+    parts = [
+        f"{what} {', '.join(sorted(names)) or 'none'}"
+        for what, names in (("routes", key.allowed_routes), ("models", key.allowed_models))
+        if names is not None
+    ]
+    return "; ".join(parts)
+
+
+def _narrow(table: RoutingTable, filtered: Filtered, models: frozenset[str]) -> Filtered:
+    """Only the deployments (and decisions) of ``models``: the audit row names only the
+    candidates this key could have been served by."""
+    allowed, decisions = filtered
+    deployments = table.snapshot.deployments
+    return (
+        tuple(d for d in allowed if d.model_id in models),
+        tuple(d for d in decisions if deployments[d.deployment_id].model_id in models),
+    )
 
 
 def policy_filter(table: RoutingTable, resolved: Candidates, key: FilterKey) -> Filtered:

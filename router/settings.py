@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     # and /readyz with 503 until the database answers again.
     max_staleness_s: float = Field(default=300.0, gt=0)
     audit_flush_s: float = Field(default=0.5, gt=0)  # audit batch flush interval
+    # API keys' last_used_at is written in batches this often (and at shutdown): its granularity
+    key_last_used_flush_s: float = Field(default=60.0, gt=0)
     audit_batch_max: int = Field(default=500, gt=0)
     # default: records reach the database within audit_flush_s (+ one flush); strict: each
     # record is journaled before its response's last byte (docs/audit.md)

@@ -32,6 +32,8 @@ CACHE_MAX = 65_536
 # The enabled deployments the policy allows, and every enabled candidate's decision.
 Filtered = tuple[tuple[DeploymentSnap, ...], tuple[CandidateDecision, ...]]
 FilterKey = tuple[str, str, str, RequestContext]  # model, tenant, action, context
+# tenant, context, and the key's allowed routes and models (None: unrestricted)
+ListingKey = tuple[str, RequestContext, frozenset[str] | None, frozenset[str] | None]
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -80,8 +82,13 @@ class RoutingTable:
     # Everything below depends only on this table's registry and policy versions and its key,
     # so it is computed once per key while the table serves.
     filtered: Memo[FilterKey, Filtered] = field(default_factory=Memo, repr=False, compare=False)
-    # Per (tenant, context): the model objects of GET /v1/models (router.openai.models).
-    listings: Memo[tuple[str, RequestContext], list[VisibleModel]] = field(
+    # ``filtered`` narrowed to the models a key's allow-list names (router.routing).
+    narrowed: Memo[tuple[FilterKey, frozenset[str]], Filtered] = field(
+        default_factory=Memo, repr=False, compare=False
+    )
+    # Per (tenant, context, key allow-lists): the model objects of GET /v1/models
+    # (router.openai.models).
+    listings: Memo[ListingKey, list[VisibleModel]] = field(
         default_factory=Memo, repr=False, compare=False
     )
     # The audit log's evaluation per cached decisions tuple, encoded and digested once. Keyed

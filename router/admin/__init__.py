@@ -32,6 +32,7 @@ def build_admin_app(
     settings: Settings,
     *,
     on_change: Callable[[], None] | None = None,
+    on_key_use: Callable[[str, float], None] | None = None,
     extra_routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     """The admin app; ``on_change`` runs after every committed write that changed the registry
@@ -44,7 +45,9 @@ def build_admin_app(
         static_url=DOCS_ASSETS,
         swagger_ui_oauth2_redirect_url="/admin/docs/oauth2-redirect",
     )
-    app.state.admin = AdminContext(engine=engine, settings=settings, on_change=on_change)
+    app.state.admin = AdminContext(
+        engine=engine, settings=settings, on_change=on_change, on_key_use=on_key_use
+    )
     for router in (*entity_routers(), audit.router, profile.router, *extra_routers):
         app.include_router(router)
     install_error_handlers(app)

@@ -7,7 +7,9 @@
     DELETE /admin/{plural}/{id}         optional ?version=; {"id", "object", "deleted": true}
 
 ``POST /admin/api-keys`` generates the key and returns it once (``"key"``); every later read
-shows only its ``prefix``. Bodies are validated by the registry service (the one place that
+shows only its ``prefix``. ``POST /admin/api-keys/{id}/rotate`` (body ``{"grace_s"}``) gives the
+key a new raw key, returned once the same way; revoking a key is ``PATCH`` ``enabled: false``
+(docs/keys.md). Bodies are validated by the registry service (the one place that
 knows the rules, shared with ``apply``); its errors name the field.
 """
 
@@ -19,8 +21,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from registry.models import SPECS, KindSpec, UniqueScopes
-from registry.service import read_all, read_one
+from registry.models import (
+    SPECS,
+    KeyNote,
+    KindSpec,
+    UniqueModelIds,
+    UniqueRouteNames,
+    UniqueScopes,
+    UtcTime,
+)
+from registry.service import DEFAULT_GRACE_S, MAX_GRACE_S, read_all, read_one
 from registry.validation import INT32_MAX, Count32, Slug
 from router.admin.openapi import errors
 from router.deps import AdminCaller, ContextDep, SessionDep
@@ -60,6 +70,27 @@ class NewApiKey(BaseModel):
     id: Slug
     tenant: Slug
     scopes: UniqueScopes = Field(min_length=1)
+    owner: KeyNote | None = None
+    description: KeyNote | None = None
+    expires_at: UtcTime | None = Field(default=None, description="None: never expires")
+    allowed_routes: UniqueRouteNames | None = Field(
+        default=None, description="Route names the key may call (None: any)"
+    )
+    allowed_models: UniqueModelIds | None = Field(
+        default=None, description="Model ids the key may call or be served by (None: any)"
+    )
+
+
+class RotateApiKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_s: float = Field(
+        default=DEFAULT_GRACE_S,
+        ge=0,
+        le=MAX_GRACE_S,
+        description="How long the replaced key keeps working, in seconds (0: it stops at once)",
+    )
+    version: Count32 | None = Field(default=None, description=VERSION_DESCRIPTION)
 
 
 def patch_model(spec: KindSpec) -> type[BaseModel]:
@@ -100,7 +131,7 @@ def _documented_body(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def entity_routers() -> list[APIRouter]:
-    return [entity_router(kind) for kind in PLURALS]
+    return [key_rotation_router(), *(entity_router(kind) for kind in PLURALS)]
 
 
 def entity_router(kind: str) -> APIRouter:
@@ -108,6 +139,9 @@ def entity_router(kind: str) -> APIRouter:
     plural = PLURALS[kind]
     router = APIRouter(prefix=f"/admin/{plural}", tags=[plural])
     spec = SPECS[kind]
+    # Model ids (and route names) contain "/"; key ids are slugs, which keeps
+    # /admin/api-keys/{id}/rotate apart from the key itself.
+    one = "/{id}" if kind == "api_key" else "/{id:path}"
     read_responses: dict[int | str, dict[str, Any]] = {200: {"model": spec.public}, **errors(404)}
     write_responses = {**read_responses, **errors(409)}
 
@@ -125,12 +159,12 @@ def entity_router(kind: str) -> APIRouter:
         openapi_extra=None if kind == "api_key" else _documented_body(spec.create),
     )
 
-    @router.get("/{id:path}", summary=f"Read one of {plural}", responses=read_responses)
+    @router.get(one, summary=f"Read one of {plural}", responses=read_responses)
     def get_entity(id: str, session: SessionDep, _caller: AdminCaller) -> dict[str, Any]:
         return read_one(session=session, kind=kind, id=id)
 
     @router.patch(
-        "/{id:path}",
+        one,
         summary=f"Change one of {plural}",
         responses=write_responses,
         openapi_extra=_documented_body(patch_model(spec)),
@@ -145,7 +179,7 @@ def entity_router(kind: str) -> APIRouter:
             check=lambda: context.check_version(kind, id, body.version),
         )
 
-    @router.delete("/{id:path}", summary=f"Delete one of {plural}", responses=errors(404, 409))
+    @router.delete(one, summary=f"Delete one of {plural}", responses=errors(404, 409))
     async def delete_entity(
         id: str, context: ContextDep, caller: AdminCaller, version: QueryVersion = None
     ) -> dict[str, Any]:
@@ -170,10 +204,36 @@ def _create_endpoint(kind: str) -> Callable[..., Awaitable[dict[str, Any]]]:
 
 async def _create_key(body: NewApiKey, context: ContextDep, caller: AdminCaller) -> dict[str, Any]:
     """The raw key is in this response and nowhere else, ever."""
+    fields = body.model_dump(exclude={"id", "tenant", "scopes"}, exclude_none=True)
     public, raw = await context.write(
         actor=caller.actor,
         operation=lambda w: w.create_api_key(
-            id=body.id, tenant=body.tenant, scopes=list(body.scopes)
+            id=body.id, tenant=body.tenant, scopes=list(body.scopes), **fields
         ),
     )
     return {**public, "key": raw}
+
+
+def key_rotation_router() -> APIRouter:
+    """``POST /admin/api-keys/{id}/rotate``: a new raw key for the same key id (docs/keys.md)."""
+    router = APIRouter(prefix="/admin/api-keys", tags=["api-keys"])
+
+    @router.post(
+        "/{id}/rotate",
+        summary="Rotate one of api-keys: a new raw key, the old one valid for grace_s",
+        responses={200: {"model": SPECS["api_key"].public}, **errors(404, 409)},
+    )
+    async def rotate_key(
+        id: str, body: RotateApiKey, context: ContextDep, caller: AdminCaller
+    ) -> dict[str, Any]:
+        """The new raw key is in this response (``"key"``) and nowhere else, ever."""
+        public, raw = await context.write(
+            actor=caller.actor,
+            operation=lambda w: w.rotate_api_key(
+                id=id, grace_s=body.grace_s, expected_version=body.version
+            ),
+            check=lambda: context.check_version("api_key", id, body.version),
+        )
+        return {**public, "key": raw}
+
+    return router

@@ -13,10 +13,10 @@ from typing import Any
 
 import orjson
 
-from registry.snapshot import DeploymentSnap
+from registry.snapshot import DeploymentSnap, KeySnap
 from router.errors import NotFound
 from router.policy import RequestContext
-from router.routing import allowed_deployments
+from router.routing import allowed_for_key, key_refusal
 from router.table import RoutingTable
 
 
@@ -68,27 +68,28 @@ def _members(attrs: Mapping[str, Any], name: str, confidence: str) -> list[str]:
 
 
 def visible_models(
-    table: RoutingTable, tenant_id: str, context: RequestContext
+    table: RoutingTable, key: KeySnap, context: RequestContext
 ) -> list[VisibleModel]:
-    """Every name the tenant may call, each with at least one allowed deployment (computed once
-    per tenant and context for the life of the routing table)."""
+    """Every name the key may call, each with at least one allowed deployment: its tenant's
+    policy narrowed by its allow-list (computed once per tenant, context and allow-list for the
+    life of the routing table)."""
+    listing = (key.tenant_id, context, key.allowed_routes, key.allowed_models)
     return table.listings.get(
-        (tenant_id, context),
+        listing,
         lambda: [
             describe(table, name, allowed)
             for name in sorted(table.candidates)
-            if (allowed := _allowed(table, name, tenant_id, context))
+            if key_refusal(table, key, name) is None
+            and (allowed := _allowed(table, name, key, context))
         ],
     )
 
 
 def _allowed(
-    table: RoutingTable, name: str, tenant_id: str, context: RequestContext
+    table: RoutingTable, name: str, key: KeySnap, context: RequestContext
 ) -> tuple[DeploymentSnap, ...]:
     """What a chat request for ``name`` could be served by: the routing decision itself."""
-    allowed, _ = allowed_deployments(
-        table, model=name, tenant_id=tenant_id, action="infer", context=context
-    )
+    allowed, _ = allowed_for_key(table, key, model=name, action="infer", context=context)
     return allowed
 
 

@@ -24,7 +24,6 @@ from registry.keys import hash_key
 from registry.snapshot import DeploymentSnap, KeySnap
 from router.departure import Departure
 from router.errors import (
-    INCORRECT_API_KEY,
     MISSING_API_KEY,
     AuthenticationFailed,
     BadRequest,
@@ -37,6 +36,7 @@ from router.errors import (
     UpstreamFailed,
 )
 from router.gateway import Gateway
+from router.keys import usable_key
 from router.openai.models import model_list, one_model, visible_models
 from router.openai.protocol import (
     OPERATIONS,
@@ -203,7 +203,9 @@ async def _dispatch(
     exchange.endpoint = operation.endpoint if operation else "models"
     if gateway.tracing:
         exchange.traceparent = traceparent(scope["headers"])
-    exchange.key = authenticate(exchange.table, headers.authorization)
+    now = time.time()
+    exchange.key = authenticate(exchange.table, headers.authorization, now)
+    gateway.key_usage.touch(exchange.key.id, now)
     if operation is None:
         await _serve_models(exchange, path, method, headers, send)
         return
@@ -245,16 +247,16 @@ def traceparent(raw: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-def authenticate(table: RoutingTable, values: list[bytes]) -> KeySnap:
+def authenticate(table: RoutingTable, values: list[bytes], now: float) -> KeySnap:
+    """The request's key, usable at UNIX time ``now`` (expiry and rotation grace are checked
+    against the clock: ``router.keys``), with the ``inference`` scope."""
     if len(set(values)) > 1:
         raise BadRequest("Send one Authorization header, not several.", code="invalid_header")
     scheme, _, token = (values[0] if values else b"").strip().partition(b" ")
     token = token.strip()
     if scheme.lower() != b"bearer" or not token:  # scheme: any case; "Bearer " is no key
         raise AuthenticationFailed(MISSING_API_KEY)
-    key = table.key(hash_key(token.decode("latin-1")))
-    if key is None or not key.enabled:
-        raise AuthenticationFailed(INCORRECT_API_KEY)
+    key = usable_key(table.key(hash_key(token.decode("latin-1"))), now)
     if "inference" not in key.scopes:
         raise PermissionDenied("This API key does not have the `inference` scope.")
     return key
@@ -293,6 +295,7 @@ async def _serve_operation(
         context=exchange.context,
         health=gateway.health,
         rng=gateway.rng,
+        key=key,
     )
     exchange.decisions = routed.decisions
     if not routed.ordered:
@@ -448,7 +451,7 @@ async def _serve_models(
         raise MethodNotAllowed(f"Invalid method {method} for {path}; use GET.", allow=("GET",))
     assert exchange.key is not None
     context = request_context(exchange.table, exchange.key, headers)
-    visible = visible_models(exchange.table, exchange.key.tenant_id, context)
+    visible = visible_models(exchange.table, exchange.key, context)
     body = model_list(visible) if path == "/v1/models" else one_model(visible, path[11:])
     headers_out = await _response_headers(exchange, JSON, 200)
     headers_out.append((b"content-length", str(len(body)).encode()))

@@ -91,3 +91,33 @@ def test_setup_lock_lets_one_holder_in_at_a_time(blank_database: Database) -> No
         thread.join(30)
 
     assert events == ["a in", "a out", "b in", "b out"]
+
+
+def test_a_changed_configured_admin_key_replaces_the_previous_one(
+    blank_database: Database, caplog: Any
+) -> None:
+    """Issue 22: changing PROVENANCE_ROUTER_ADMIN_KEY between restarts crashed start-up with
+    ``ConflictError: api_key 'admin-configured' already exists``. The new value now replaces the
+    old one's hash (the old value stops working, and the log says so); the key keeps its id."""
+    from registry.keys import hash_key
+    from registry.service import find_key
+
+    first, second = "pr-first-configured-key-0123456789", "pr-second-configured-key-0123456789"
+    engine = make_engine(blank_database.url)
+    try:
+        for configured in (first, second):
+            settings = Settings(
+                database_url=blank_database.url, local_model=False, admin_key=configured
+            )
+            with caplog.at_level("WARNING", logger="provenance_router"):
+                assert bootstrap(engine, settings) is None
+        with session_scope(engine) as session:
+            new = find_key(session=session, key_hash=hash_key(second))
+            old = find_key(session=session, key_hash=hash_key(first))
+            keys = read_all(session=session, kind="api_key")
+    finally:
+        engine.dispose()
+    assert new is not None and new["id"] == "admin-configured" and old is None
+    assert [k["id"] for k in keys] == ["admin-configured"]
+    assert "configured admin key changed" in caplog.text
+    assert first not in caplog.text and second not in caplog.text  # no secret in the log
