@@ -1,7 +1,7 @@
 """API key lifecycle: owner, description, expiry, last use, allow-lists, rotation.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-02
 
 New columns of ``api_keys``, all nullable (existing keys keep working as before: no owner, no
@@ -26,8 +26,8 @@ from sqlalchemy.dialects import postgresql
 JSON_TYPE = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
 TIMESTAMP = sa.DateTime(timezone=True)
 
-revision: str = "0007"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
