@@ -22,7 +22,8 @@ from router.cli_policy import RegistryFile, load_registry_snapshot, open_registr
 
 export_app = typer.Typer(
     invoke_without_command=True,
-    help="Write the registry as a registry file (no subcommand) or as a CycloneDX ML-BOM.",
+    help="Export the registry: YAML, or CycloneDX.\n\nWith no subcommand: the registry as a "
+    "registry file (YAML); cyclonedx: a CycloneDX 1.6 ML-BOM.",
 )
 TenantOption = Annotated[
     str | None,
@@ -53,10 +54,11 @@ def cyclonedx_command(
     database_url: DatabaseOption = None,
     registry_file: RegistryFile = None,
 ) -> None:
-    """Write the registry, or what one tenant may use, as a CycloneDX 1.6 ML-BOM (JSON).
+    """The registry as a CycloneDX 1.6 ML-BOM.
 
-    Models with supplier, licenses (declared and effective), weights hashes and lineage;
-    deployments as services with location, operator and data handling. No secrets."""
+    The whole registry, or with --tenant what that tenant may use (JSON). Models with
+    supplier, licenses (declared and effective), weights hashes and lineage; deployments as
+    services with location, operator and data handling. No secrets."""
     with open_registry(database_url, registry_file) as engine:
         snapshot = load_registry_snapshot(engine)
     text = cyclonedx_bom(snapshot, tenant=tenant)

@@ -29,7 +29,10 @@ def verify_weights_command(
     ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Verify local deployments' weights (SHA-256, model-signing bundle); block failures."""
+    """Check the weights of local deployments.
+
+    Their SHA-256 against the published digest and, with a public key configured, their
+    model-signing bundle; a deployment whose weights fail is blocked."""
     settings = Settings()
     engine = registry_engine(settings, database_url)
     try:
