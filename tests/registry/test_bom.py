@@ -147,3 +147,9 @@ def test_output_is_deterministic_apart_from_serial_and_timestamp(
     assert first != second  # a fresh serial number each time
     assert stable(first) == stable(second)
     assert json.dumps(stable(first)) == json.dumps(stable(second))  # same order, too
+
+
+def test_an_empty_scope_is_still_a_valid_bom(snapshot: RegistrySnapshot) -> None:
+    """A tenant the policy lets use nothing: no components, no services, still valid."""
+    document = assert_valid(to_cyclonedx(snapshot, BomScope((), (), tenant="nobody")))
+    assert "components" not in document and "services" not in document
