@@ -199,3 +199,24 @@ def test_a_gateway_serving_tampered_weights_refuses_and_says_why(
     status = serving[(f"deployment {LOCAL_DEPLOYMENT}", "review_status")]
     assert status["value"] == "blocked"
     assert status["source"].startswith("weights verification failed")
+
+
+def test_the_command_line_reports_each_deployment_and_fails_on_a_mismatch(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from router.cli import app as cli
+
+    bootstrap(engine, settings_for(engine, tmp_path, verify_weights_at_start=False))
+    env = {"PROVENANCE_ROUTER_DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+    passed = CliRunner().invoke(cli, ["verify-weights"], env=env)
+    assert passed.exit_code == 0, passed.output
+    assert passed.output.startswith(f"{LOCAL_DEPLOYMENT} ({LOCAL_MODEL}): verified: sha256 match")
+    env["PROVENANCE_ROUTER_LOCAL_MODEL_GGUF"] = str(tampered_copy(tmp_path))
+    failed = CliRunner().invoke(cli, ["verify-weights", LOCAL_DEPLOYMENT], env=env)
+    assert failed.exit_code == 1
+    assert "failed: weights verification failed: sha256 of" in failed.output
+    assert deployment_of(engine)["review_status"] == "blocked"
+    unknown = CliRunner().invoke(cli, ["verify-weights", "no-such-deployment"], env=env)
+    assert isinstance(unknown.exception, LookupError)
