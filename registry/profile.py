@@ -4,7 +4,8 @@ facts behind it with their source, confidence and retrieval date. Pure over a sn
     developer_jurisdiction   who developed the weights and every model they derive from
     license_terms            declared licenses along the lineage, and the effective set
     training                 training hardware, data origin and compute along the lineage
-    serving                  where each deployment runs, who operates it, on what
+    serving                  the model's weights digest; where each deployment runs, who
+                             operates it, on what, and its review status
     data_handling            what each operator keeps and whether it trains on inputs
     governance               state affiliation, control chain, listings of the organizations
     behavioral_evidence      topics declined or distorted, where observed, with the evidence
@@ -88,7 +89,7 @@ def build_profile(snapshot: RegistrySnapshot, subject: str, *, today: date) -> P
         Row("developer_jurisdiction", tuple(_jurisdiction(snapshot, lineage))),
         Row("license_terms", tuple(_licenses(snapshot, lineage))),
         Row("training", tuple(_training(snapshot, lineage))),
-        Row("serving", tuple(_serving(snapshot, deployments))),
+        Row("serving", (*_weights(snapshot, model_id), *_serving(snapshot, deployments))),
         Row("data_handling", tuple(_data_handling(deployments))),
         Row("governance", tuple(_governance(snapshot, lineage, deployments))),
         Row("behavioral_evidence", tuple(_behavior(snapshot, lineage))),
@@ -205,6 +206,8 @@ def _serving(snapshot: RegistrySnapshot, deployments: Iterable[DeploymentSnap]) 
         operator = snapshot.orgs.get(d.operator_id or "")
         if operator is not None:
             yield fact(f"organization {operator.id}", operator, "hq_country", operator.hq_country)
+        # Blocked (e.g. weights that failed verification): the claim of the status says why.
+        yield fact(entity, d, "review_status", d.review_status)
         is_first_party = first_party(snapshot, d)
         yield Fact(
             entity,
@@ -214,6 +217,13 @@ def _serving(snapshot: RegistrySnapshot, deployments: Iterable[DeploymentSnap]) 
             "computed: operator and developer share a control chain",
             None,
         )
+
+
+def _weights(snapshot: RegistrySnapshot, model_id: str) -> Iterator[Fact]:
+    """The model's published weights digest; ``verified`` once served weights matched it."""
+    model = snapshot.models.get(model_id)
+    if model is not None:
+        yield fact(f"model {model_id}", model, "weights_digest", model.weights_digest)
 
 
 def first_party(snapshot: RegistrySnapshot, deployment: DeploymentSnap) -> bool | str:

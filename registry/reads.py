@@ -372,6 +372,11 @@ def _day(value: str | None) -> date | None:
     return date.fromisoformat(value) if value else None
 
 
+def _as_date(value: date | str | None) -> date | None:
+    """A DATE column: a date (PostgreSQL, SQLite through SQLAlchemy) or its ISO text."""
+    return _day(value) if isinstance(value, str) else value
+
+
 def _listings(row: RowMapping) -> Iterable[ListingSnap]:
     """Listings in canonical spelling; one naming no known list is reported and left out (the
     field's claim then still says the listings were looked at: keep the data clean on write)."""
@@ -448,6 +453,13 @@ def _model(row: RowMapping, edges: Iterable[Mapping[str, str]]) -> ModelSnap:
         training_gpu_hours=(row["training_compute"] or {}).get("gpu_hours"),
         behavioral_restrictions=tuple(_restrictions(row)),
         parents=tuple(Lineage(e["relation"], e["model"]) for e in edges),  # type: ignore[arg-type]
+        weights_digest=row["weights_digest"],
+        revision=row["revision"],
+        parameters_total=row["parameters_total"],
+        parameters_active=row["parameters_active"],
+        context_length=row["context_length"],
+        modalities=tuple(row["modalities"] or ()),
+        release_date=_as_date(row["release_date"]),
         **_claimed(row),
     )
 

@@ -155,6 +155,14 @@ class ModelSnap(Claimed):
     training_gpu_hours: float | None = None
     behavioral_restrictions: tuple[RestrictionSnap, ...] = ()
     parents: tuple[Lineage, ...] = ()
+    # Descriptive facts no rule tests (exports, weights verification):
+    weights_digest: str | None = None  # ``sha256:<hex>`` as published
+    revision: str | None = None
+    parameters_total: int | None = None
+    parameters_active: int | None = None
+    context_length: int | None = None
+    modalities: tuple[str, ...] = ()
+    release_date: date | None = None
 
     @property
     def training_hardware_vendors(self) -> frozenset[str]:

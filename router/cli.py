@@ -148,6 +148,7 @@ def _register_subcommands() -> None:
     from router.cli_profile import register as register_profile
     from router.cli_receipts import register as register_receipts
     from router.cli_report import register as register_report
+    from router.cli_weights import register as register_weights
 
     register_gitops(app)
     register_policy(app)
@@ -158,6 +159,7 @@ def _register_subcommands() -> None:
     register_audit(app)
     register_profile(app)
     register_report(app)
+    register_weights(app)
 
 
 _register_subcommands()

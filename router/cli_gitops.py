@@ -65,9 +65,12 @@ OutputOption = Annotated[
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``apply`` and ``export`` to the main command line."""
+    """Add ``apply`` and ``export`` to the main command line (``export`` is a group: with no
+    subcommand it runs ``export_command``; ``export cyclonedx`` is ``router.cli_export``'s)."""
+    from router.cli_export import register as register_export  # it imports this module
+
     app.command("apply")(apply_command)
-    app.command("export")(export_command)
+    register_export(app)
 
 
 def apply_command(

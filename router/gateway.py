@@ -256,7 +256,7 @@ class Gateway:
     def _start_local_model(self) -> None:
         from adapters.local_llamacpp import LocalModelServer
 
-        self._local = LocalModelServer(alias=LOCAL_ALIAS)
+        self._local = LocalModelServer(alias=LOCAL_ALIAS, gguf=self.settings.local_model_gguf)
         self.local_urls[LOCAL_ALIAS] = self._local.start()
 
     # --- registry snapshot -----------------------------------------------------------------

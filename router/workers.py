@@ -80,7 +80,7 @@ class Supervisor:
         try:
             local_url = None
             if self.settings.local_model:
-                local, local_url = _start_local_model()
+                local, local_url = _start_local_model(self.settings)
             with _Signals() as signals:
                 return self._serve(sock, local_url, signals)
         finally:
@@ -214,12 +214,12 @@ def _signal(worker: subprocess.Popen[bytes], signum: int) -> None:
         worker.send_signal(signum)
 
 
-def _start_local_model() -> tuple[Any, str]:
+def _start_local_model(settings: Settings) -> tuple[Any, str]:
     """One bundled model server for all workers (each would hold ~250 MB and a core)."""
     from adapters.local_llamacpp import DEFAULT_ALIAS as LOCAL_ALIAS
     from adapters.local_llamacpp import LocalModelError, LocalModelServer
 
-    server = LocalModelServer(alias=LOCAL_ALIAS)
+    server = LocalModelServer(alias=LOCAL_ALIAS, gguf=settings.local_model_gguf)
     try:
         return server, server.start()
     except LocalModelError as error:

@@ -73,6 +73,9 @@ class DeploymentFacts:
     deployment_id: str
     attrs: Mapping[str, CedarValue]
     lineage: tuple[LineageMember, ...]
+    # Why the deployment is blocked, when its review status's claim says (e.g. its weights
+    # failed verification): quoted by ``baseline-blocked``'s reason, never tested by a rule.
+    blocked_because: str | None = None
 
 
 def weakest(confidences: Iterable[Confidence]) -> Confidence:
@@ -132,7 +135,12 @@ def deployment_facts(snapshot: RegistrySnapshot, deployment: DeploymentSnap) -> 
     attrs.update(_restriction_attrs(snapshot, models, deployment.id))
     attrs.update(_control_attrs(snapshot, deployment, lineage))
     attrs["min_confidence"] = weakest(_confidence(attrs, name) for name in MIN_CONFIDENCE_OVER)
-    return DeploymentFacts(deployment.id, attrs, lineage)
+    return DeploymentFacts(deployment.id, attrs, lineage, _blocked_because(deployment))
+
+
+def _blocked_because(deployment: DeploymentSnap) -> str | None:
+    claim = deployment.claims.get("review_status")  # a claim of its own, not the entity's
+    return claim.source if claim is not None and deployment.review_status == "blocked" else None
 
 
 def lineage_member(snapshot: RegistrySnapshot, model_id: str) -> LineageMember:

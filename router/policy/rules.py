@@ -332,8 +332,13 @@ def _blocked() -> Rule:
         "forbid",
         cedar,
         comment,
-        explain=lambda s: f"review status: {_review_state(s)}",
+        explain=_blocked_reason,
     )
+
+
+def _blocked_reason(subject: DecisionInput) -> str:
+    because = subject.facts.blocked_because
+    return f"review status: {_review_state(subject)}" + (f" ({because})" if because else "")
 
 
 def _not_reviewed(unreviewed: list[Rule]) -> Rule:
