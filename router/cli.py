@@ -142,6 +142,7 @@ def _register_subcommands() -> None:
     from router.cli_audit import register as register_audit
     from router.cli_backup import register as register_backup
     from router.cli_gitops import register as register_gitops
+    from router.cli_import import register as register_import
     from router.cli_policy import register as register_policy
     from router.cli_profile import register as register_profile
     from router.cli_receipts import register as register_receipts
@@ -154,6 +155,7 @@ def _register_subcommands() -> None:
     register_audit(app)
     register_profile(app)
     register_report(app)
+    register_import(app)
 
 
 _register_subcommands()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -30,7 +31,7 @@ class ImportResult:
     applied: bool
     version: int | None  # the registry version the apply wrote; None: dry run or no change
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         return {**self.plan.to_dict(), "applied": self.applied, "registry_version": self.version}
 
 
@@ -39,9 +40,23 @@ def run_import(
 ) -> ImportResult:
     """The diff of ``discovery`` (``apply=False``), or the diff applied in one transaction."""
     if not apply:
-        with session_scope(engine) as session:
-            return ImportResult(plan(discovery, registry_of(session), today=today), False, None)
-    with write_transaction(engine=engine, actor=actor) as writer, writer.reading() as session:
+        return preview(engine, discovery, today=today)
+    with write_transaction(engine=engine, actor=actor) as writer:
+        result = apply_discovery(writer, discovery, today=today)
+    return ImportResult(result.plan, True, writer.version)
+
+
+def preview(engine: Engine, discovery: Discovery, *, today: date) -> ImportResult:
+    """The diff, read from the registry; nothing is written."""
+    with session_scope(engine) as session:
+        return ImportResult(plan(discovery, registry_of(session), today=today), False, None)
+
+
+def apply_discovery(writer: Writer, discovery: Discovery, *, today: date) -> ImportResult:
+    """Plan under the write lock (the registry as the write will find it) and create the new
+    entries; the caller's transaction commits them all or none. ``version`` is the one the
+    transaction writes (known at commit)."""
+    with writer.reading() as session:
         planned = plan(discovery, registry_of(session), today=today)
         apply_plan(writer, planned)
     return ImportResult(planned, True, writer.version)

@@ -5,7 +5,10 @@ rules, strongest first. Pure functions over plain data.
 |---|---|---|
 | ``exact_id`` | a name of the form ``org/name`` with a registry model id, ignoring case | high |
 | ``ollama_tag`` | an Ollama tag *and* its reported family with the table below | high |
-| ``normalised_name`` | the name part, lower case, letters and digits only (``SmolLM2-135M`` = ``smollm2_135m``), with the registry ids' name parts; an org part, when given, narrows the candidates | medium |
+| ``normalised_name`` | the name part in lower-case letters and digits, with the ids' | medium |
+
+``normalised_name`` compares ``SmolLM2-135M`` and ``smollm2_135m`` as equal; an org part,
+when the artifact gives one, narrows its candidates to that org's.
 
 A rule that finds one model is a match; one that finds several is *ambiguous*: listed for the
 admin, never applied. Names that match nothing are imported as new entries with no link.
@@ -17,6 +20,7 @@ license names, organization names and aliases); what resolves to nothing is left
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -25,7 +29,11 @@ from typing import Any, Literal
 from registry.vocabulary import normalise_license
 
 Rule = Literal["exact_id", "ollama_tag", "normalised_name"]
-CONFIDENCE: Mapping[str, str] = {"exact_id": "high", "ollama_tag": "high", "normalised_name": "medium"}
+CONFIDENCE: Mapping[str, str] = {
+    "exact_id": "high",
+    "ollama_tag": "high",
+    "normalised_name": "medium",
+}
 
 # Ollama library tags whose weights are a known catalog model, keyed by (tag, the family
 # /api/show reports): a tag that Ollama later points at other weights (``deepseek-r1:8b`` is
@@ -97,7 +105,9 @@ class RegistryModels:
     def named(self, name: str) -> list[str]:
         org, _, bare = name.rpartition("/")
         found = self._by_name.get(normalised(bare), [])
-        same_org = [key for key in found if org and normalised(key.split("/")[0]) == normalised(org)]
+        same_org = [
+            key for key in found if org and normalised(key.split("/")[0]) == normalised(org)
+        ]
         return same_org or list(found)
 
 
@@ -131,10 +141,8 @@ def resolve_license(value: str, licenses: Iterable[str]) -> str | None:
     """A registry license id for what an artifact declares, or None."""
     folded = {key.lower(): key for key in licenses}
     candidates = [value, HF_LICENSES.get(value.lower(), ""), f"LicenseRef-{value}"]
-    try:
+    with contextlib.suppress(ValueError):
         candidates.insert(1, normalise_license(value))
-    except ValueError:
-        pass
     for candidate in candidates:
         if candidate and candidate.lower() in folded:
             return folded[candidate.lower()]

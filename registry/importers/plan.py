@@ -78,9 +78,9 @@ class Entry:
     differs: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # field -> (stored, found)
 
     def to_dict(self) -> dict[str, Any]:
-        shown = {k: v for k, v in self.values.items() if k not in {"id", "name"} or k == "name"}
         data: dict[str, Any] = {"op": self.op, "kind": self.kind, "id": self.id}
-        data["fields"] = {k: v for k, v in shown.items() if k not in {"id", "claim", "claims"}}
+        hidden = {"id", "claim", "claims"}
+        data["fields"] = {k: v for k, v in self.values.items() if k not in hidden}
         data["sources"] = {k: c["source"] for k, c in self.values.get("claims", {}).items()}
         if self.differs:
             data["differs"] = {k: {"stored": s, "found": f} for k, (s, f) in self.differs.items()}
@@ -137,11 +137,16 @@ class _Builder:
         self.today = today.isoformat()
         self.result = ImportPlan(source=discovery.source, location=discovery.location)
         self._planned: dict[tuple[str, str], Entry] = {}
+        self._resolved: dict[str, str] = {}  # FoundModel.key -> the registry id it became
 
     # --- models ------------------------------------------------------------------------------
 
     def model(self, found: FoundModel) -> str:
         """The id of the registry model the deployments of ``found`` use."""
+        self._resolved[found.key] = self._model(found)
+        return self._resolved[found.key]
+
+    def _model(self, found: FoundModel) -> str:
         family = found.facts.get("family")
         outcome = match_model(
             found.names,
@@ -241,7 +246,7 @@ class _Builder:
         return edges
 
     def _parent(self, found: FoundModel, name: str, source: str) -> str | None:
-        hit = self.models.exact(name)
+        hit = self._resolved.get(name) or self.models.exact(name)
         if hit is not None:
             return hit
         if not MODEL_ID_RE.fullmatch(name):
@@ -314,7 +319,7 @@ def _differences(
     """The fields the import would set that the stored entry holds otherwise."""
     differs: dict[str, tuple[Any, Any]] = {}
     for name, value in values.items():
-        if name in NOT_COMPARED or name in {"id", "name"} and name not in stored:
+        if name in NOT_COMPARED or (name in {"id", "name"} and name not in stored):
             continue
         if normalise(name, value) != normalise(name, stored.get(name)):
             differs[name] = (normalise(name, stored.get(name)), normalise(name, value))

@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
 
-from router.admin import audit, profile
+from router.admin import audit, imports, profile
 from router.admin.entities import create_schemas, entity_routers
 from router.admin.errors import install_error_handlers
 from router.admin.openapi import install_openapi
@@ -45,7 +45,7 @@ def build_admin_app(
         swagger_ui_oauth2_redirect_url="/admin/docs/oauth2-redirect",
     )
     app.state.admin = AdminContext(engine=engine, settings=settings, on_change=on_change)
-    for router in (*entity_routers(), audit.router, profile.router, *extra_routers):
+    for router in (*entity_routers(), audit.router, profile.router, imports.router, *extra_routers):
         app.include_router(router)
     install_error_handlers(app)
     install_openapi(app, create_schemas())
