@@ -277,10 +277,6 @@ def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _yaml(text: str, where: str) -> Any:
     try:
         return yaml.safe_load(text)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from registry.gitops_schema import normalise
 from registry.importers.found import (
     Discovery,
@@ -42,10 +44,18 @@ from registry.importers.matching import (
     resolve_license,
     resolve_organization,
 )
+from registry.models import SPECS
 from registry.validation import MODEL_ID_RE
 
 Op = Literal["create", "unchanged", "exists"]
-MODEL_FIELDS = ("name", "family", "revision", "context_length", "weights_digest")
+MODEL_FIELDS = (
+    "name",
+    "family",
+    "revision",
+    "context_length",
+    "parameters_total",
+    "weights_digest",
+)
 DEPLOYMENT_FIELDS = (
     "adapter",
     "endpoint_url",
@@ -96,6 +106,7 @@ class ImportPlan:
     ambiguous: list[dict[str, Any]] = field(default_factory=list)
     unresolved: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # values the registry would refuse
     observed: dict[str, dict[str, Any]] = field(default_factory=dict)  # not stored: shown
 
     @property
@@ -114,6 +125,7 @@ class ImportPlan:
             "ambiguous": self.ambiguous,
             "unresolved": self.unresolved,
             "warnings": self.warnings,
+            "errors": self.errors,
             "observed": self.observed,
         }
 
@@ -164,6 +176,11 @@ class _Builder:
                 }
             )
         match = outcome if isinstance(outcome, Match) else None
+        # a served name is taken as *the* registry model only on an exact rule: a name that
+        # merely normalises alike (``qwen2.5:7b`` ~ ``Qwen2.5-7B``, the base) is a suggestion
+        applied = match is not None and not (
+            found.kinship == "same" and match.rule == "normalised_name"
+        )
         if match is not None:
             relation = "same" if found.kinship == "same" else found.relation
             self.result.matches.append(
@@ -174,10 +191,13 @@ class _Builder:
                     "rule": match.rule,
                     "confidence": match.confidence,
                     "relation": relation,
+                    "applied": applied,
                 }
             )
-            if found.kinship == "same":
-                return match.model
+        if not applied:
+            match = None
+        elif match is not None and found.kinship == "same":
+            return match.model
         self._add_model(found, match)
         return found.key
 
@@ -199,6 +219,8 @@ class _Builder:
 
     def _size(self, found: FoundModel, values: dict[str, Any], claims: dict[str, Any]) -> None:
         label = found.facts.get("size_label")
+        if "parameters_total" in values:  # an exact count beats the size label
+            return
         count = size_in_parameters(str(label.value)) if label else None
         if label is not None and count is not None:
             self._set(values, claims, "parameters_total", Fact(count, label.source))
@@ -298,11 +320,24 @@ class _Builder:
             return
         stored = self._stored(kind, key)
         entry = Entry("create", kind, key, values)
-        if stored is not None:
+        if stored is None:
+            self._check(entry)
+        else:
             entry.differs = _differences(values, stored)
             entry.op = "exists" if entry.differs else "unchanged"
         self._planned[(kind, key)] = entry
         self.result.entries.append(entry)
+
+    def _check(self, entry: Entry) -> None:
+        """The field checks of a registry write, so the dry run shows what an apply would
+        refuse (references are checked by the apply itself)."""
+        try:
+            SPECS[entry.kind].create.model_validate(entry.values)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            self.result.errors.append(f"{entry.kind} {entry.id!r}: {where}: {message}")
 
     def _stored(self, kind: str, key: str) -> Mapping[str, Any] | None:
         if kind == "model":

@@ -79,7 +79,9 @@ def _ollama_model(
         ollama_tag=name,
     )
     names = _FROM_HF.findall(str(show.get("modelfile") or ""))
-    found.names = (*names, name.removesuffix(":latest").replace(":", "-"))
+    # the tag itself is matched by the table only: Ollama tags name instruct models the way
+    # the catalog names base models (``qwen2.5:7b`` is Qwen2.5-7B-Instruct)
+    found.names = tuple(names)
     found.facts["name"] = Fact(name, f"ollama:{base}/api/tags#models[name={name}]")
     if item.get("digest"):
         found.facts["revision"] = Fact(str(item["digest"]), f"ollama:{base}/api/tags#digest")
@@ -91,6 +93,10 @@ def _ollama_model(
         f"{shown}#details.quantization_level",
     )
     _put(found, "size_label", details.get("parameter_size"), f"{shown}#details.parameter_size")
+    if isinstance(info.get("general.parameter_count"), int):
+        found.facts["parameters_total"] = Fact(
+            info["general.parameter_count"], f"{shown}#model_info.general.parameter_count"
+        )
     arch = info.get("general.architecture")
     _put(
         found,
@@ -131,6 +137,7 @@ def discover_openai(url: str, *, timeout_s: float, prefix: str = "served") -> Di
         found.names = tuple(str(n) for n in (root, model_id) if n)
         found.facts["name"] = Fact(model_id, f"{source}.id")
         _put(found, "context_length", entry.get("max_model_len"), f"{source}.max_model_len")
+        _llama_cpp_meta(found, entry.get("meta"), source)
         parent = entry.get("parent")
         if parent:
             parent_key = model_key(prefix, str(parent))
@@ -141,6 +148,17 @@ def discover_openai(url: str, *, timeout_s: float, prefix: str = "served") -> Di
         _deploy(deployment, f"{base}/v1", model_id, f"{source}.id")
         discovery.deployments.append(deployment)
     return discovery
+
+
+def _llama_cpp_meta(found: FoundModel, meta: Any, source: str) -> None:
+    """llama.cpp's server describes the GGUF it serves under ``meta``."""
+    if not isinstance(meta, dict):
+        return
+    if isinstance(meta.get("n_ctx_train"), int):
+        found.facts["context_length"] = Fact(meta["n_ctx_train"], f"{source}.meta.n_ctx_train")
+    if isinstance(meta.get("n_params"), int):
+        found.facts["parameters_total"] = Fact(meta["n_params"], f"{source}.meta.n_params")
+    _put(found, "quantization", meta.get("ftype"), f"{source}.meta.ftype")
 
 
 def _deploy(deployment: FoundDeployment, endpoint: str, upstream: str, source: str) -> None:
