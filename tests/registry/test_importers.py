@@ -195,7 +195,7 @@ def test_truncated_gguf_is_one_error_naming_the_file_and_imports_nothing(
 
 
 def test_a_missing_path_is_an_error_naming_it(catalog: Engine, tmp_path: Path) -> None:
-    with pytest.raises(ImportFailed, match="absent.gguf"):
+    with pytest.raises(ImportFailed, match=r"absent\.gguf"):
         run(catalog, "gguf", tmp_path / "absent.gguf")
 
 
