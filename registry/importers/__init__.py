@@ -11,6 +11,7 @@ one :class:`ImportFailed` naming the file or URL, raised before anything is writ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Literal, get_args
@@ -44,17 +45,25 @@ def discover(
     source: str, location: str, *, timeout_s: float, digest_cache: Path | None
 ) -> Discovery:
     """Read one source (no registry access); ``ImportFailed`` names the file or URL at fault."""
-    if source == "gguf":
-        return discover_gguf(location, digest_cache=digest_cache)
-    if source == "ollama":
-        return discover_ollama(location, timeout_s=timeout_s)
-    if source == "openai":
-        return discover_openai(location, timeout_s=timeout_s)
-    if source == "hf":
-        return discover_hf(location)
-    if source == "litellm":
-        return discover_litellm(location)
-    raise ImportFailed(source, f"not a source; one of {', '.join(SOURCES)}")
+    if source not in SOURCES:
+        raise ImportFailed(source, f"not a source; one of {', '.join(SOURCES)}")
+    if "\x00" in location:
+        raise ImportFailed(repr(location), "a path or URL cannot hold a NUL character")
+    try:
+        return _READERS[source](location, timeout_s=timeout_s, digest_cache=digest_cache)
+    except (OSError, ValueError) as exc:  # a path too long, unreadable, ...
+        raise ImportFailed(location, f"cannot read it ({exc})") from exc
+
+
+_READERS: dict[str, Callable[..., Discovery]] = {
+    "gguf": lambda location, *, digest_cache, **_: discover_gguf(
+        location, digest_cache=digest_cache
+    ),
+    "ollama": lambda location, *, timeout_s, **_: discover_ollama(location, timeout_s=timeout_s),
+    "openai": lambda location, *, timeout_s, **_: discover_openai(location, timeout_s=timeout_s),
+    "hf": lambda location, **_: discover_hf(location),
+    "litellm": lambda location, **_: discover_litellm(location),
+}
 
 
 def import_source(

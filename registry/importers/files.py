@@ -136,7 +136,7 @@ def _card_parents(card: dict[str, Any], folder: Path, readme: str) -> tuple[Pare
 def discover_litellm(location: str) -> Discovery:
     path = Path(location).expanduser().absolute()
     if not path.is_file():
-        raise ImportFailed(str(path), "no such file")
+        raise ImportFailed(str(path), "no such file (or not a file)")
     config = _yaml(path.read_text(encoding="utf-8"), str(path))
     entries = config.get("model_list") if isinstance(config, dict) else None
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):

@@ -180,7 +180,7 @@ def _client(timeout_s: float) -> httpx.Client:
 def _get_json(client: httpx.Client, method: str, url: str, body: Any = None) -> Any:
     try:
         response = client.request(method, url, json=body)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise ImportFailed(url, f"cannot reach the server ({type(exc).__name__}: {exc})") from exc
     if response.status_code != 200:
         raise ImportFailed(url, f"answered HTTP {response.status_code}")
