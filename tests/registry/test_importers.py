@@ -24,7 +24,13 @@ from registry.db import session_scope
 from registry.importers import ImportFailed, ImportResult, import_source
 from registry.importers.gguf_file import DigestCache, sha256_of
 from registry.lineage import effective_provenance
-from registry.service import ValidationFailed, list_changes, load_snapshot, read_one
+from registry.service import (
+    ValidationFailed,
+    list_changes,
+    load_snapshot,
+    read_one,
+    write_transaction,
+)
 
 FIXTURES = Path(__file__).parent / "import_fixtures"
 SMOLLM = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -192,6 +198,76 @@ def test_truncated_gguf_is_one_error_naming_the_file_and_imports_nothing(
     assert str(truncated) in raised.value.message
     assert "GGUF" in raised.value.message and "nothing was imported" in raised.value.message
     assert registry_state(catalog) == before  # the good file next to it was not imported either
+
+
+def write_gguf(path: Path, **header: Any) -> Path:
+    """A small, complete GGUF file (one tensor) with the given ``general.*`` header."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), arch="llama")
+    if "organization" in header:
+        writer.add_organization(header["organization"])
+    if "license" in header:
+        writer.add_license(header["license"])
+    for index, base in enumerate(header.get("bases", [])):
+        writer.add_base_model_count(len(header["bases"]))
+        writer.add_base_model_name(index, base["name"])
+        if "repo_url" in base:
+            writer.add_base_model_repo_url(index, base["repo_url"])
+    writer.add_context_length(4096)
+    writer.add_file_type(15)  # MOSTLY_Q4_K_M
+    writer.add_tensor("token_embd.weight", np.zeros((8,), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_gguf_header_base_model_becomes_quantized_from(catalog: Engine, tmp_path: Path) -> None:
+    path = write_gguf(
+        tmp_path / "acme-chat-Q4_K_M.gguf",
+        organization="Unknown Org",
+        license="llama3.1",
+        bases=[
+            {
+                "name": "Llama 3.1 8B Instruct",
+                "repo_url": "https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct",
+            }
+        ],
+    )
+
+    result = run(catalog, "gguf", path, apply=True, cache=tmp_path / "d.json")
+
+    stored = model(catalog, "Unknown-Org/acme-chat-Q4_K_M")
+    assert stored["lineage"] == [
+        {"relation": "quantized_from", "model": "meta-llama/Llama-3.1-8B-Instruct"}
+    ]
+    assert stored["claims"]["lineage"]["source"] == f"gguf:{path}#general.base_model.0.repo_url"
+    assert stored["license"] == "LicenseRef-Llama-3.1-Community"
+    assert stored["developer"] is None  # an organization the registry does not know
+    assert any("'Unknown Org'" in u and "developer left unset" in u for u in result.plan.unresolved)
+    assert result.plan.observed["Unknown-Org/acme-chat-Q4_K_M"] == {"quantization": "Q4_K_M"}
+
+
+def test_gguf_ambiguous_name_is_listed_and_not_linked(catalog: Engine, tmp_path: Path) -> None:
+    with write_transaction(engine=catalog, actor="test") as writer:  # a second Llama-3.1-8B
+        writer.create("model", {"id": "acme/Llama-3.1-8B"})
+    path = write_gguf(tmp_path / "Llama-3.1-8B.Q4_K_M.gguf")  # no organization in the header
+
+    result = run(catalog, "gguf", path, apply=True, cache=tmp_path / "d.json")
+
+    assert result.plan.ambiguous == [
+        {
+            "artifact": f"gguf:{path}",
+            "name": "Llama-3.1-8B",
+            "candidates": ["acme/Llama-3.1-8B", "meta-llama/Llama-3.1-8B"],
+            "rule": "normalised_name",
+        }
+    ]
+    assert result.plan.matches == []
+    assert model(catalog, "gguf/Llama-3.1-8B.Q4_K_M")["lineage"] == []
 
 
 def test_a_missing_path_is_an_error_naming_it(catalog: Engine, tmp_path: Path) -> None:
