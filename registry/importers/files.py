@@ -154,7 +154,9 @@ def discover_litellm(location: str) -> Discovery:
 
 def _litellm_entry(
     discovery: Discovery, path: Path, index: int, entry: dict[str, Any]
-) -> tuple[str, int] | None:
+) -> tuple[str, int]:
+    """One ``model_list`` entry as a deployment (and its model); returns the deployment id
+    and its ``order`` (unordered last) for the route."""
     at = f"litellm:{path}#model_list[{index}]"
     params = entry.get("litellm_params")
     name = entry.get("model_name")
@@ -166,40 +168,57 @@ def _litellm_entry(
     provider, _, rest = model.partition("/")
     api_base = _value(discovery, params.get("api_base"), f"{at}.litellm_params.api_base")
     fast = provider in OPENAI_PROVIDERS and bool(rest) and api_base is not None
-    upstream = rest if fast else model
+    deployment = FoundDeployment(
+        _unused_id(discovery, f"litellm-{name}"), _litellm_model(discovery, model, at), at
+    )
+    facts, where = deployment.facts, f"{at}.litellm_params"
+    facts["adapter"] = Fact("openai" if fast else "litellm", f"{where}.model")
+    facts["upstream_model"] = Fact(rest if fast else model, f"{where}.model")
+    if api_base is not None:
+        facts["endpoint_url"] = Fact(api_base, f"{where}.api_base")
+    secret = _secret_ref(discovery, params.get("api_key"), f"{where}.api_key")
+    if secret is not None:
+        facts["secret_ref"] = Fact(secret, f"{where}.api_key")
+    _numbers(facts, params, where)
+    discovery.deployments.append(deployment)
+    order = params.get("order")
+    return deployment.id, order if isinstance(order, int) else 10**6
+
+
+def _litellm_model(discovery: Discovery, model: str, at: str) -> str:
+    """The model a LiteLLM model string names (``provider/name``), once per discovery."""
+    rest = model.partition("/")[2] or model
     found = FoundModel(
-        key=model_key("litellm", rest or model),
+        key=model_key("litellm", rest),
         artifact=f"{at}.litellm_params.model",
-        names=tuple(n for n in (rest, model) if n),
+        names=tuple(dict.fromkeys((rest, model))),
         kinship="same",
     )
-    found.facts["name"] = Fact(rest or model, f"{at}.litellm_params.model")
+    found.facts["name"] = Fact(rest, f"{at}.litellm_params.model")
     if not any(m.key == found.key for m in discovery.models):
         discovery.models.append(found)
+    return found.key
+
+
+def _unused_id(discovery: Discovery, wanted: str) -> str:
+    """``wanted`` as a slug, then ``-2``, ``-3`` ... for more entries under one name."""
     taken = {d.id for d in discovery.deployments}
-    deployment_id = slug(f"litellm-{name}")
-    count = 1
-    while deployment_id in taken:
+    candidate, count = slug(wanted), 1
+    while candidate in taken:
         count += 1
-        deployment_id = slug(f"litellm-{name}-{count}")
-    deployment = FoundDeployment(deployment_id, found.key, at)
-    facts = deployment.facts
-    facts["adapter"] = Fact("openai" if fast else "litellm", f"{at}.litellm_params.model")
-    facts["upstream_model"] = Fact(upstream, f"{at}.litellm_params.model")
-    if api_base is not None:
-        facts["endpoint_url"] = Fact(api_base, f"{at}.litellm_params.api_base")
-    secret = _secret_ref(discovery, params.get("api_key"), f"{at}.litellm_params.api_key")
-    if secret is not None:
-        facts["secret_ref"] = Fact(secret, f"{at}.litellm_params.api_key")
-    if isinstance(params.get("timeout"), int | float) and params["timeout"] > 0:
-        facts["timeout_s"] = Fact(float(params["timeout"]), f"{at}.litellm_params.timeout")
-    order = params.get("order")
-    if isinstance(order, int):
-        facts["priority"] = Fact(order, f"{at}.litellm_params.order")
-    if isinstance(params.get("weight"), int) and params["weight"] >= 0:
-        facts["weight"] = Fact(params["weight"], f"{at}.litellm_params.weight")
-    discovery.deployments.append(deployment)
-    return deployment_id, order if isinstance(order, int) else 10**6
+        candidate = slug(f"{wanted}-{count}")
+    return candidate
+
+
+def _numbers(facts: dict[str, Fact], params: dict[str, Any], where: str) -> None:
+    """``timeout`` (> 0), ``order`` (our priority: lower first) and ``weight`` (>= 0)."""
+    timeout, order, weight = params.get("timeout"), params.get("order"), params.get("weight")
+    if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0:
+        facts["timeout_s"] = Fact(float(timeout), f"{where}.timeout")
+    if isinstance(order, int) and not isinstance(order, bool):
+        facts["priority"] = Fact(order, f"{where}.order")
+    if isinstance(weight, int) and not isinstance(weight, bool) and weight >= 0:
+        facts["weight"] = Fact(weight, f"{where}.weight")
 
 
 def _value(discovery: Discovery, value: Any, where: str) -> str | None:
