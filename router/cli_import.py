@@ -153,11 +153,12 @@ def diff_lines(result: ImportResult) -> Iterator[Text]:
                 f"    {name}: stored {_show(values['stored'])}, found {_show(values['found'])}"
             )
     for match in diff["matches"]:
-        yield Text(
-            f"match {match['name']} -> {match['model']} ({match['relation']}; rule "
-            f"{match['rule']}, confidence {match['confidence']})",
-            style="cyan",
-        )
+        told = f"{match['name']} -> {match['model']} ({match['relation']}; rule {match['rule']}"
+        told += f", confidence {match['confidence']}"
+        if match["applied"]:
+            yield Text(f"match {told})", style="cyan")
+        else:
+            yield Text(f"suggestion {told}; not applied: only an exact id names a served model)")
     for item in diff["ambiguous"]:
         yield Text(
             f"ambiguous {item['name']}: {', '.join(item['candidates'])} ({item['rule']}; "

@@ -140,6 +140,7 @@ def test_cli_shows_the_diff_then_applies_it(engine: Engine, db_url: str, tmp_pat
     assert "match Qwen/Qwen2.5-7B-Instruct -> Qwen/Qwen2.5-7B-Instruct (same; rule exact_id" in (
         dry.stdout
     )
+    assert "suggestion qwen2.5:7b -> Qwen/Qwen2.5-7B (same; rule normalised_name" in dry.stdout
     assert "literal API key" in dry.stdout and "sk-ant-FAKE" not in dry.stdout
     assert "Dry run: 10 to create" in dry.stdout
 
