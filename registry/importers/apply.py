@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from registry.db import session_scope
 from registry.errors import RegistryError
+from registry.importers.errors import ImportFailed
 from registry.importers.found import Discovery
 from registry.importers.plan import Entry, ImportPlan, Registry, plan
 from registry.reads import read_all
@@ -76,12 +77,17 @@ def registry_of(session: Session) -> Registry:
 
 
 def apply_plan(writer: Writer, planned: ImportPlan) -> None:
-    """Create the plan's new entries: models parents first, then deployments, then routes."""
+    """Create the plan's new entries: models parents first, then deployments, then routes.
+    A plan with values the registry would refuse is refused whole, before any write."""
+    if planned.errors:
+        more = f" (and {len(planned.errors) - 1} more)" if len(planned.errors) > 1 else ""
+        raise ImportFailed(planned.location, f"the registry refuses {planned.errors[0]}{more}")
     for entry in _in_order(planned.creates):
         try:
             writer.create(entry.kind, entry.values)
-        except RegistryError as exc:
-            exc.add_note(f"{entry.kind} {entry.id!r} from {planned.location}: create refused")
+        except RegistryError as exc:  # the caller's transaction rolls everything back
+            exc.message = f"{entry.kind} {entry.id!r} from {planned.location}: {exc.message}"
+            exc.args = (exc.message,)
             raise
 
 

@@ -25,7 +25,7 @@ from registry.importers import ImportFailed, ImportResult, import_source
 from registry.importers.gguf_file import DigestCache, sha256_of
 from registry.lineage import effective_provenance
 from registry.service import (
-    ValidationFailed,
+    ConflictError,
     list_changes,
     load_snapshot,
     read_one,
@@ -420,7 +420,7 @@ def test_litellm_malformed_yaml_is_one_error_naming_the_file(
     assert registry_state(catalog) == before
 
 
-def test_a_refused_value_rolls_back_the_whole_import(
+def test_a_value_the_registry_refuses_is_shown_in_the_diff_and_refused_whole(
     catalog: Engine, registry_state: Callable[[Engine], Any]
 ) -> None:
     path = FIXTURES / "litellm/bad-url.yaml"
@@ -428,10 +428,27 @@ def test_a_refused_value_rolls_back_the_whole_import(
     assert any("litellm-broken" in e and "endpoint_url" in e for e in dry.plan.errors)
     before = registry_state(catalog)
 
-    with pytest.raises(ValidationFailed) as raised:
+    with pytest.raises(ImportFailed) as raised:
         run(catalog, "litellm", path, apply=True)
 
+    assert raised.value.message.startswith(f"{path}: the registry refuses deployment")
     assert "endpoint_url" in raised.value.message
-    assert any("litellm-broken" in note for note in raised.value.__notes__)
-    # models and the first deployment were created before the refusal: all rolled back
+    assert registry_state(catalog) == before
+
+
+def test_a_write_refused_midway_rolls_back_the_whole_import(
+    catalog: Engine, registry_state: Callable[[Engine], Any]
+) -> None:
+    """The plan is clean, but the registry refuses the last deployment (an id that differs
+    only in case from one made meanwhile): models, routes and the first three deployments
+    were already written in the transaction, and none of it stays."""
+    with write_transaction(engine=catalog, actor="test") as writer:
+        writer.create("deployment", {"id": "LITELLM-claude", "model": SMOLLM})
+    before = registry_state(catalog)
+
+    with pytest.raises(ConflictError) as raised:
+        run(catalog, "litellm", FIXTURES / "litellm/config.yaml", apply=True)
+
+    assert raised.value.message.startswith("deployment 'litellm-claude' from ")
+    assert "differs only in case" in raised.value.message
     assert registry_state(catalog) == before
