@@ -159,6 +159,17 @@ class _Builder:
         return self._resolved[found.key]
 
     def _model(self, found: FoundModel) -> str:
+        match = self._applied_match(found)
+        if match is not None and found.kinship == "same":
+            return match.model  # the artifact is that registry model: no entry of its own
+        self._add_model(found, match)
+        return found.key
+
+    def _applied_match(self, found: FoundModel) -> Match | None:
+        """The catalog match to apply, if any; every match and ambiguity goes in the diff.
+
+        A served name is taken as *the* registry model only on an exact rule: a name that
+        merely normalises alike (``qwen2.5:7b`` ~ ``Qwen2.5-7B``, the base) is a suggestion."""
         family = found.facts.get("family")
         outcome = match_model(
             found.names,
@@ -175,31 +186,22 @@ class _Builder:
                     "rule": outcome.rule,
                 }
             )
-        match = outcome if isinstance(outcome, Match) else None
-        # a served name is taken as *the* registry model only on an exact rule: a name that
-        # merely normalises alike (``qwen2.5:7b`` ~ ``Qwen2.5-7B``, the base) is a suggestion
-        applied = match is not None and not (
-            found.kinship == "same" and match.rule == "normalised_name"
+            return None
+        if outcome is None:
+            return None
+        applied = not (found.kinship == "same" and outcome.rule == "normalised_name")
+        self.result.matches.append(
+            {
+                "artifact": found.artifact,
+                "name": outcome.name,
+                "model": outcome.model,
+                "rule": outcome.rule,
+                "confidence": outcome.confidence,
+                "relation": "same" if found.kinship == "same" else found.relation,
+                "applied": applied,
+            }
         )
-        if match is not None:
-            relation = "same" if found.kinship == "same" else found.relation
-            self.result.matches.append(
-                {
-                    "artifact": found.artifact,
-                    "name": match.name,
-                    "model": match.model,
-                    "rule": match.rule,
-                    "confidence": match.confidence,
-                    "relation": relation,
-                    "applied": applied,
-                }
-            )
-        if not applied:
-            match = None
-        elif match is not None and found.kinship == "same":
-            return match.model
-        self._add_model(found, match)
-        return found.key
+        return outcome if applied else None
 
     def _add_model(self, found: FoundModel, match: Match | None) -> None:
         values, claims = self._base(found.key, found.artifact)

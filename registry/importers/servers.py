@@ -69,41 +69,22 @@ def _ollama_model(
     if not isinstance(show, dict):
         raise ImportFailed(f"{base}/api/show", f"{name}: the answer is not a JSON object")
     shown = f"ollama:{base}/api/show?model={quote(name)}"
-    details = show.get("details") or item.get("details") or {}
-    info = show.get("model_info") or {}
+    listed = f"ollama:{base}/api/tags#models[name={name}]"
     found = FoundModel(
         key=model_key(prefix, name),
         artifact=shown,
+        # the tag itself is matched by the table only: Ollama tags name instruct models the
+        # way the catalog names base models (``qwen2.5:7b`` is Qwen2.5-7B-Instruct)
+        names=tuple(_FROM_HF.findall(str(show.get("modelfile") or ""))),
         kinship="derived",
         relation="quantized_from",
         ollama_tag=name,
     )
-    names = _FROM_HF.findall(str(show.get("modelfile") or ""))
-    # the tag itself is matched by the table only: Ollama tags name instruct models the way
-    # the catalog names base models (``qwen2.5:7b`` is Qwen2.5-7B-Instruct)
-    found.names = tuple(names)
-    found.facts["name"] = Fact(name, f"ollama:{base}/api/tags#models[name={name}]")
+    found.facts["name"] = Fact(name, listed)
     if item.get("digest"):
-        found.facts["revision"] = Fact(str(item["digest"]), f"ollama:{base}/api/tags#digest")
-    _put(found, "family", details.get("family"), f"{shown}#details.family")
-    _put(
-        found,
-        "quantization",
-        details.get("quantization_level"),
-        f"{shown}#details.quantization_level",
-    )
-    _put(found, "size_label", details.get("parameter_size"), f"{shown}#details.parameter_size")
-    if isinstance(info.get("general.parameter_count"), int):
-        found.facts["parameters_total"] = Fact(
-            info["general.parameter_count"], f"{shown}#model_info.general.parameter_count"
-        )
-    arch = info.get("general.architecture")
-    _put(
-        found,
-        "context_length",
-        info.get(f"{arch}.context_length"),
-        f"{shown}#model_info.{arch}.context_length",
-    )
+        found.facts["revision"] = Fact(str(item["digest"]), f"{listed}.digest")
+    _ollama_facts(found, _mapping(show.get("details") or item.get("details")), shown)
+    _ollama_info(found, _mapping(show.get("model_info")), shown)
     license_id = _license_of(str(show.get("license") or ""))
     if license_id is not None:
         found.facts["license"] = Fact(license_id, f"{shown}#license")
@@ -111,8 +92,31 @@ def _ollama_model(
         discovery.warnings.append(f"{name}: license text not recognised ({shown}#license)")
     discovery.models.append(found)
     deployment = FoundDeployment(id=slug(f"{prefix}-{name}"), model_key=found.key, artifact=shown)
-    _deploy(deployment, f"{base}/v1", name, f"ollama:{base}/api/tags#models[name={name}]")
+    _deploy(deployment, f"{base}/v1", name, listed)
     discovery.deployments.append(deployment)
+
+
+def _ollama_facts(found: FoundModel, details: dict[str, Any], shown: str) -> None:
+    """``details``: family, quantization, parameter size."""
+    for fact, key in (
+        ("family", "family"),
+        ("quantization", "quantization_level"),
+        ("size_label", "parameter_size"),
+    ):
+        _put(found, fact, details.get(key), f"{shown}#details.{key}")
+
+
+def _ollama_info(found: FoundModel, info: dict[str, Any], shown: str) -> None:
+    """``model_info`` (the GGUF header): the exact parameter count, the context length."""
+    count = info.get("general.parameter_count")
+    if isinstance(count, int) and not isinstance(count, bool):
+        found.facts["parameters_total"] = Fact(count, f"{shown}#model_info.general.parameter_count")
+    context = f"{info.get('general.architecture')}.context_length"
+    _put(found, "context_length", info.get(context), f"{shown}#model_info.{context}")
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _license_of(text: str) -> str | None:
