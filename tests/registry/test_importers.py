@@ -452,3 +452,20 @@ def test_a_write_refused_midway_rolls_back_the_whole_import(
     assert raised.value.message.startswith("deployment 'litellm-claude' from ")
     assert "differs only in case" in raised.value.message
     assert registry_state(catalog) == before
+
+
+def test_an_entry_edited_since_is_listed_with_its_differences_and_never_changed(
+    catalog: Engine, registry_state: Callable[[Engine], Any]
+) -> None:
+    config = FIXTURES / "litellm/config.yaml"
+    run(catalog, "litellm", config, apply=True)
+    with write_transaction(engine=catalog, actor="admin") as writer:
+        writer.update("deployment", "litellm-local-qwen", {"priority": 5}, expected_version=None)
+    before = registry_state(catalog)
+
+    again = run(catalog, "litellm", config, apply=True)
+
+    shown = entry(again, "deployment", "litellm-local-qwen")
+    assert shown["op"] == "exists"
+    assert shown["differs"] == {"priority": {"stored": 5, "found": 1}}
+    assert again.version is None and registry_state(catalog) == before  # the admin's edit stands
