@@ -143,6 +143,7 @@ def _register_subcommands() -> None:
     from router.cli_backup import register as register_backup
     from router.cli_db import register as register_db
     from router.cli_gitops import register as register_gitops
+    from router.cli_import import register as register_import
     from router.cli_keys import register as register_keys
     from router.cli_policy import register as register_policy
     from router.cli_profile import register as register_profile
@@ -160,6 +161,7 @@ def _register_subcommands() -> None:
     register_profile(app)
     register_report(app)
     register_weights(app)
+    register_import(app)
 
 
 _register_subcommands()

@@ -36,6 +36,10 @@ def default_signing_key_dir() -> Path:
     return data_dir() / "signing"
 
 
+def default_import_digest_cache() -> Path:
+    return data_dir() / "import-digests.json"
+
+
 def default_audit_journal_dir() -> Path:
     return data_dir() / "audit-journal"
 
@@ -132,6 +136,10 @@ class Settings(BaseSettings):
     # Ed25519 key of audit checkpoints and receipts (see router.signing); generated at first
     # start. Replicas that must sign with one key share this directory like any other secret.
     signing_key_dir: Path = Field(default_factory=default_signing_key_dir)
+    # `import` (docs/import-export.md): the wait for an Ollama or OpenAI-compatible server,
+    # and where the SHA-256 of imported GGUF files is cached by path, size and mtime
+    import_timeout_s: float = Field(default=10.0, gt=0)
+    import_digest_cache: Path = Field(default_factory=default_import_digest_cache)
 
     # -- observability (docs/observability.md) ----------------------------------------------
     metrics_enabled: bool = True  # serve /metrics (Prometheus text format)

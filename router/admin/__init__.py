@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
 
-from router.admin import audit, export, profile
+from router.admin import audit, export, imports, profile
 from router.admin.entities import create_schemas, entity_routers
 from router.admin.errors import install_error_handlers
 from router.admin.openapi import install_openapi
@@ -48,7 +48,8 @@ def build_admin_app(
     app.state.admin = AdminContext(
         engine=engine, settings=settings, on_change=on_change, on_key_use=on_key_use
     )
-    for router in (*entity_routers(), audit.router, profile.router, export.router, *extra_routers):
+    routers = (audit.router, profile.router, export.router, imports.router)
+    for router in (*entity_routers(), *routers, *extra_routers):
         app.include_router(router)
     install_error_handlers(app)
     install_openapi(app, create_schemas())
