@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from registry.models import Classification
 from registry.service import get_policy, list_decisions, list_policies
@@ -135,14 +136,7 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
 
     @router.post("/policies/validate", summary="Compile a draft policy without saving it")
     def validate(body: DraftIn, _caller: AuditCaller) -> dict[str, Any]:
-        compiled = _compile(body.format, body.source)
-        warnings = _checked(compiled, current_table())
-        return {
-            "valid": True,
-            "rule_ids": list(compiled.rule_ids),
-            "cedar": compiled.cedar_text,
-            "warnings": warnings,
-        }
+        return validate_draft(body.format, body.source, current_table())
 
     @router.get("/policy-presets", summary="Presets a compliance team can start from")
     def presets(_caller: AuditCaller) -> dict[str, Any]:
@@ -182,21 +176,12 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
 
     @router.post("/what-if", summary="Replay recorded decisions under a draft policy")
     def post_what_if(body: WhatIfIn, session: SessionDep, caller: AuditCaller) -> dict[str, Any]:
-        tenant = caller.readable_tenant(body.tenant, param="tenant")
-        _compile(body.format, body.source)
-        recorded = list_decisions(
+        return replay_draft(
             session=session,
-            tenant_id=tenant,
-            since=body.since,
-            until=body.until,
-            limit=body.last,
+            table=current_table(),
+            draft=body,
+            tenant=caller.readable_tenant(body.tenant, param="tenant"),
         )
-        draft = PolicySnap(DRAFT_VERSION, "draft", body.format, body.source)
-        try:
-            report = what_if(current_table().snapshot, draft, list(reversed(recorded)))
-        except PolicyError as error:
-            raise BadRequest(f"Cannot replay the recorded decisions: {error}") from None
-        return report.to_dict()
 
     @router.post("/policy-tests", summary="Run a policy test file")
     def post_tests(body: PolicyTestsIn, _caller: AuditCaller) -> dict[str, Any]:
@@ -219,6 +204,39 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
         }
 
     return router
+
+
+def validate_draft(format: str, source: str, table: RoutingTable) -> dict[str, Any]:
+    """A draft compiled and read against the live registry (400 when it is invalid)."""
+    compiled = _compile(format, source)
+    warnings = _checked(compiled, table)
+    return {
+        "valid": True,
+        "rule_ids": list(compiled.rule_ids),
+        "cedar": compiled.cedar_text,
+        "warnings": warnings,
+    }
+
+
+def replay_draft(
+    *, session: Session, table: RoutingTable, draft: WhatIfIn, tenant: str | None
+) -> dict[str, Any]:
+    """What-if: the last ``draft.last`` decisions (of ``tenant``, or all) replayed under the
+    draft policy; the requests it would decide differently."""
+    _compile(draft.format, draft.source)
+    recorded = list_decisions(
+        session=session,
+        tenant_id=tenant,
+        since=draft.since,
+        until=draft.until,
+        limit=draft.last,
+    )
+    policy = PolicySnap(DRAFT_VERSION, "draft", draft.format, draft.source)
+    try:
+        report = what_if(table.snapshot, policy, list(reversed(recorded)))
+    except PolicyError as error:
+        raise BadRequest(f"Cannot replay the recorded decisions: {error}") from None
+    return report.to_dict()
 
 
 def _compile(format: str, source: str) -> CompiledPolicy:

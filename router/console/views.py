@@ -1,0 +1,226 @@
+"""What the console's pages show, gathered from the registry's read functions and the live
+routing table's snapshot. No SQL and no HTTP here: routes call one of these and render it."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from registry.db import session_scope
+from registry.decision_reads import DecisionFilter, decision_counts, search_decisions
+from registry.lineage import effective_provenance
+from registry.service import list_changes, list_policies, read_all
+from registry.snapshot import Claim, Claimed, DeploymentSnap, ModelSnap, RegistrySnapshot
+from router.console.lineage_svg import lineage_edges, lineage_svg
+from router.policy import compile_policy
+from router.policy.errors import PolicyError
+
+STALE_AFTER_DAYS = 365  # a fact retrieved longer ago than this is shown as stale
+MODEL_FACTS = (
+    "name",
+    "developer_id",
+    "publisher_id",
+    "family",
+    "license_id",
+    "review_status",
+    "training_data_countries",
+    "training_data_origin",
+    "training_hardware",
+)
+DEPLOYMENT_FACTS = (
+    "model_id",
+    "operator_id",
+    "hosting",
+    "location_country",
+    "location_region",
+    "location_eea",
+    "hardware_vendor",
+    "accelerator",
+    "accelerator_count",
+    "retention_days",
+    "zero_data_retention",
+    "trains_on_inputs",
+    "enabled",
+    "review_status",
+)
+ORG_FACTS = ("name", "hq_country", "incorporation_country", "parent_id", "state_affiliated")
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    name: str
+    value: str
+    source: str | None
+    confidence: str
+    retrieved_at: date | None
+    age_days: int | None
+
+    @property
+    def stale(self) -> bool:
+        return self.age_days is not None and self.age_days > STALE_AFTER_DAYS
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "unknown"
+    if isinstance(value, frozenset | set):
+        return ", ".join(sorted(str(v) for v in value)) or "none"
+    if isinstance(value, tuple):
+        return ", ".join(_shown(getattr(v, "vendor", v)) for v in value) or "none"
+    return str(value)
+
+
+def facts_of(entity: Claimed, names: Iterable[str], today: date | None = None) -> list[Fact]:
+    """Each named fact with the claim behind it (its own, or the entity's default)."""
+    today = today or datetime.now(UTC).date()
+    facts = []
+    for name in names:
+        value = getattr(entity, name, None)
+        claim: Claim = entity.claims.get(name, entity.claim)
+        confidence = "unknown" if value is None else claim.confidence
+        age = (today - claim.retrieved_at).days if claim.retrieved_at else None
+        facts.append(Fact(name, _shown(value), claim.source, confidence, claim.retrieved_at, age))
+    return facts
+
+
+def overview(engine: Engine, snapshot: RegistrySnapshot, tenant: str | None) -> dict[str, Any]:
+    since = datetime.now(UTC) - timedelta(days=1)
+    with session_scope(engine) as session:
+        counts = decision_counts(session=session, since=since, tenant_id=tenant)
+    weak = [
+        (kind, entity.id, fact)
+        for kind, entities, names in (
+            ("model", snapshot.models.values(), MODEL_FACTS),
+            ("deployment", snapshot.deployments.values(), DEPLOYMENT_FACTS),
+        )
+        for entity in entities
+        for fact in facts_of(entity, names)
+        if fact.confidence == "unknown" or fact.stale
+    ]
+    return {
+        "routes": sorted(snapshot.routes.values(), key=lambda r: r.name),
+        "policy": snapshot.policy,
+        "registry_version": snapshot.version,
+        "counts": counts,
+        "total": sum(counts.values()),
+        "weak_facts": weak,
+        "pending": pending_review(snapshot),
+    }
+
+
+def pending_review(snapshot: RegistrySnapshot) -> list[DeploymentSnap | ModelSnap]:
+    waiting: list[DeploymentSnap | ModelSnap] = [
+        m for m in snapshot.models.values() if m.review_status == "under_review"
+    ]
+    waiting.extend(d for d in snapshot.deployments.values() if d.review_status == "under_review")
+    return waiting
+
+
+def find_models(
+    snapshot: RegistrySnapshot, *, q: str = "", status: str = "", country: str = ""
+) -> list[dict[str, Any]]:
+    """Models whose id, name or family contains ``q``, with ``status`` and developer ``country``."""
+    found = []
+    for model in sorted(snapshot.models.values(), key=lambda m: m.id):
+        org = snapshot.orgs.get(model.developer_id or "")
+        developer_country = (org.hq_country if org else None) or "unknown"
+        text = " ".join(filter(None, (model.id, model.name, model.family))).lower()
+        if q and q.lower() not in text:
+            continue
+        if (status and model.review_status != status) or (
+            country and developer_country != country.upper()
+        ):
+            continue
+        found.append({"model": model, "country": developer_country})
+    return found
+
+
+def model_detail(snapshot: RegistrySnapshot, model_id: str) -> dict[str, Any] | None:
+    model = snapshot.models.get(model_id)
+    if model is None:
+        return None
+    return {
+        "model": model,
+        "facts": facts_of(model, MODEL_FACTS),
+        "effective": effective_provenance(
+            snapshot.models, snapshot.orgs, snapshot.licenses, model_id
+        ),
+        "svg": lineage_svg(snapshot.models, snapshot.orgs, model_id),
+        "edges": lineage_edges(snapshot.models, model_id),
+        "deployments": [d for d in snapshot.deployments.values() if d.model_id == model_id],
+    }
+
+
+def deployments(snapshot: RegistrySnapshot) -> list[dict[str, Any]]:
+    return [
+        {"deployment": d, "facts": facts_of(d, DEPLOYMENT_FACTS)}
+        for d in sorted(snapshot.deployments.values(), key=lambda d: d.id)
+    ]
+
+
+def organizations(snapshot: RegistrySnapshot) -> list[dict[str, Any]]:
+    """Each organization with its control chain (parent, grandparent, ...)."""
+    shown = []
+    for org in sorted(snapshot.orgs.values(), key=lambda o: o.id):
+        chain: list[str] = []
+        current = org.parent_id
+        while current and current not in chain and len(chain) < 20:
+            chain.append(current)
+            parent = snapshot.orgs.get(current)
+            current = parent.parent_id if parent else None
+        shown.append({"org": org, "chain": chain, "facts": facts_of(org, ORG_FACTS)})
+    return shown
+
+
+def review_queue(engine: Engine) -> list[dict[str, Any]]:
+    """Models and deployments under review, with the version a decision compares against."""
+    with session_scope(engine) as session:
+        rows = [
+            {"kind": kind, **row}
+            for kind in ("model", "deployment")
+            for row in read_all(session=session, kind=kind)
+            if row.get("review_status") == "under_review"
+        ]
+    return rows
+
+
+def review_history(engine: Engine, *, limit: int = 20) -> list[dict[str, Any]]:
+    """Recent changes that carry a note (review decisions), newest first."""
+    with session_scope(engine) as session:
+        changes = list_changes(session=session, limit=500)
+    return [c for c in changes if c.get("note")][:limit]
+
+
+def decisions(engine: Engine, where: DecisionFilter, limit: int = 100) -> list[dict[str, Any]]:
+    with session_scope(engine) as session:
+        return search_decisions(session=session, where=where, limit=limit)
+
+
+def policies(engine: Engine, snapshot: RegistrySnapshot) -> dict[str, Any]:
+    with session_scope(engine) as session:
+        versions = list_policies(session=session)
+    active = snapshot.policy
+    cedar = ""
+    if active is not None:
+        try:
+            cedar = compile_policy(active.format, active.source).cedar_text
+        except PolicyError as error:  # stored policies compiled once; say so if not any more
+            cedar = f"// cannot compile: {error}"
+    return {"active": active, "cedar": cedar, "versions": versions}
+
+
+def source_diff(before: str, after: str) -> list[str]:
+    return list(
+        difflib.unified_diff(
+            before.splitlines(), after.splitlines(), "active", "draft", lineterm=""
+        )
+    )
+
+
+def scoped(rows: Iterable[Mapping[str, Any]], tenant: str | None) -> list[Mapping[str, Any]]:
+    return [r for r in rows if tenant is None or r.get("tenant_id") == tenant]
