@@ -48,6 +48,17 @@ DEPLOYMENT_FACTS = (
     "enabled",
     "review_status",
 )
+# the facts rules usually test: the overview lists those that are unknown or stale
+WATCHED_MODEL_FACTS = ("developer_id", "license_id", "training_data_countries", "training_hardware")
+WATCHED_DEPLOYMENT_FACTS = (
+    "operator_id",
+    "hosting",
+    "location_country",
+    "hardware_vendor",
+    "retention_days",
+    "zero_data_retention",
+    "trains_on_inputs",
+)
 ORG_FACTS = ("name", "hq_country", "incorporation_country", "parent_id", "state_affiliated")
 
 
@@ -82,9 +93,12 @@ def facts_of(entity: Claimed, names: Iterable[str], today: date | None = None) -
     for name in names:
         value = getattr(entity, name, None)
         claim: Claim = entity.claims.get(name, entity.claim)
-        confidence = "unknown" if value is None else claim.confidence
+        if value is None:  # nothing is claimed: no source or age to show
+            claim = Claim()
         age = (today - claim.retrieved_at).days if claim.retrieved_at else None
-        facts.append(Fact(name, _shown(value), claim.source, confidence, claim.retrieved_at, age))
+        facts.append(
+            Fact(name, _shown(value), claim.source, claim.confidence, claim.retrieved_at, age)
+        )
     return facts
 
 
@@ -95,8 +109,8 @@ def overview(engine: Engine, snapshot: RegistrySnapshot, tenant: str | None) -> 
     weak = [
         (kind, entity.id, fact)
         for kind, entities, names in (
-            ("model", snapshot.models.values(), MODEL_FACTS),
-            ("deployment", snapshot.deployments.values(), DEPLOYMENT_FACTS),
+            ("model", snapshot.models.values(), WATCHED_MODEL_FACTS),
+            ("deployment", snapshot.deployments.values(), WATCHED_DEPLOYMENT_FACTS),
         )
         for entity in entities
         for fact in facts_of(entity, names)
