@@ -149,30 +149,7 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
     )
     def post_explain(body: ExplainIn, caller: AuditCaller) -> dict[str, Any]:
         caller.readable_tenant(body.tenant, param="tenant")
-        table = current_table()
-        tenant = table.snapshot.tenants.get(body.tenant)
-        try:
-            context = RequestContext(
-                classification=body.classification or "public",
-                purpose=body.purpose,
-                # live routing passes the tenant's region as caller_region: decide the same way
-                caller_region=body.caller_region or (tenant.region if tenant else None),
-            )
-            result = explain(
-                table.engine,
-                table.snapshot,
-                tenant_id=body.tenant,
-                model_or_route=body.model,
-                action=body.action,
-                context=context,
-            )
-        except UnknownModelOrRoute as error:
-            raise NotFound(str(error), param="model", code="model_not_found") from None
-        except UnknownTenant as error:
-            raise NotFound(str(error), param="tenant", code="tenant_not_found") from None
-        except ValueError as error:  # an unknown classification label
-            raise BadRequest(str(error), param="classification") from None
-        return result.to_dict()
+        return explain_request(current_table(), body)
 
     @router.post("/what-if", summary="Replay recorded decisions under a draft policy")
     def post_what_if(body: WhatIfIn, session: SessionDep, caller: AuditCaller) -> dict[str, Any]:
@@ -185,25 +162,55 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
 
     @router.post("/policy-tests", summary="Run a policy test file")
     def post_tests(body: PolicyTestsIn, _caller: AuditCaller) -> dict[str, Any]:
-        table = current_table()
-        policy = table.snapshot.policy
-        if body.policy is not None:
-            _compile(body.policy.format, body.policy.source)
-            policy = PolicySnap(DRAFT_VERSION, "draft", body.policy.format, body.policy.source)
-        try:
-            report = run_policy_tests(
-                lambda: PolicyEngine.build(table.snapshot, policy), body.tests
-            )
-        except PolicyError as error:
-            raise BadRequest(str(error), param="tests") from None
-        return {
-            "ok": report.ok,
-            "passed": report.passed,
-            "failed": report.failed,
-            "results": [asdict(result) for result in report.results],
-        }
+        return run_tests(current_table(), body)
 
     return router
+
+
+def explain_request(table: RoutingTable, body: ExplainIn) -> dict[str, Any]:
+    """Every candidate for ``body``'s tenant + model + context, decided by the live engine (the
+    caller has checked that it may read that tenant)."""
+    tenant = table.snapshot.tenants.get(body.tenant)
+    try:
+        context = RequestContext(
+            classification=body.classification or "public",
+            purpose=body.purpose,
+            # live routing passes the tenant's region as caller_region: decide the same way
+            caller_region=body.caller_region or (tenant.region if tenant else None),
+        )
+        result = explain(
+            table.engine,
+            table.snapshot,
+            tenant_id=body.tenant,
+            model_or_route=body.model,
+            action=body.action,
+            context=context,
+        )
+    except UnknownModelOrRoute as error:
+        raise NotFound(str(error), param="model", code="model_not_found") from None
+    except UnknownTenant as error:
+        raise NotFound(str(error), param="tenant", code="tenant_not_found") from None
+    except ValueError as error:  # an unknown classification label
+        raise BadRequest(str(error), param="classification") from None
+    return result.to_dict()
+
+
+def run_tests(table: RoutingTable, body: PolicyTestsIn) -> dict[str, Any]:
+    """A policy test file run against the draft in ``body`` (default: the active policy)."""
+    policy = table.snapshot.policy
+    if body.policy is not None:
+        _compile(body.policy.format, body.policy.source)
+        policy = PolicySnap(DRAFT_VERSION, "draft", body.policy.format, body.policy.source)
+    try:
+        report = run_policy_tests(lambda: PolicyEngine.build(table.snapshot, policy), body.tests)
+    except PolicyError as error:
+        raise BadRequest(str(error), param="tests") from None
+    return {
+        "ok": report.ok,
+        "passed": report.passed,
+        "failed": report.failed,
+        "results": [asdict(result) for result in report.results],
+    }
 
 
 def validate_draft(format: str, source: str, table: RoutingTable) -> dict[str, Any]:

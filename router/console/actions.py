@@ -18,7 +18,14 @@ from starlette.concurrency import run_in_threadpool
 from registry.db import session_scope
 from registry.keys import hash_key
 from registry.service import find_key
-from router.admin.policies import DraftIn, WhatIfIn, replay_draft, validate_draft
+from router.admin.policies import (
+    DraftIn,
+    PolicyTestsIn,
+    WhatIfIn,
+    replay_draft,
+    run_tests,
+    validate_draft,
+)
 from router.console import views
 from router.console.sessions import LOGIN_COOKIE, LOGIN_TTL_S, SESSION_COOKIE, new_nonce
 from router.console.web import (
@@ -190,6 +197,30 @@ async def what_if(request: Request, console: ConsoleDep, user: UserDep) -> HTMLR
         draft=draft.source,
         draft_format=draft.format,
         what_if=report,
+        **data,
+    )
+
+
+@router.post("/policies/tests", response_class=HTMLResponse)
+async def policy_tests(request: Request, console: ConsoleDep, user: UserDep) -> HTMLResponse:
+    """A policy test file run against the draft (a read: compliance keys may run it)."""
+    form = await checked_form(request, console, user)
+    draft = _draft(form)
+    try:
+        body = PolicyTestsIn(tests=form.get("tests", ""), policy=draft)
+    except ValidationError as error:
+        raise BadRequest(f"Invalid tests: {_message(error)}", param="tests") from None
+    table = console.table()
+    report = await run_in_threadpool(run_tests, table, body)
+    data = await run_in_threadpool(views.policies, console.context.engine, table.snapshot)
+    return render(
+        request,
+        "policies.html",
+        user=user,
+        draft=draft.source,
+        draft_format=draft.format,
+        tests=body.tests,
+        test_report=report,
         **data,
     )
 

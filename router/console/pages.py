@@ -12,9 +12,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from registry.decision_reads import DecisionFilter
+from router.admin.policies import ExplainIn, explain_request
 from router.console import views
 from router.console.web import ConsoleDep, UserDep, render
 from router.errors import BadRequest, NotFound
@@ -134,6 +136,43 @@ def policies(request: Request, console: ConsoleDep, user: UserDep) -> HTMLRespon
     data = views.policies(console.context.engine, console.table().snapshot)
     draft = data["active"].source if data["active"] else ""
     return render(request, "policies.html", user=user, draft=draft, draft_format="yaml", **data)
+
+
+@router.get("/explain", response_class=HTMLResponse)
+def explain(
+    request: Request,
+    console: ConsoleDep,
+    user: UserDep,
+    tenant: Text,
+    model: Text,
+    classification: Text = "",
+) -> HTMLResponse:
+    """Every candidate for a tenant + model + classification, decided by the live engine."""
+    user.caller.readable_tenant(tenant, param="tenant")
+    try:
+        body = ExplainIn.model_validate(
+            {"tenant": tenant, "model": model, "classification": classification or None}
+        )
+    except ValidationError as error:
+        message = f"classification: {error.errors()[0]['msg']}"
+        raise BadRequest(message, param="classification") from None
+    result = explain_request(console.table(), body)
+    return render(request, "explain.html", user=user, result=result)
+
+
+@router.get("/receipt", response_class=HTMLResponse)
+def receipt(
+    request: Request, console: ConsoleDep, user: UserDep, receipt: str = ""
+) -> HTMLResponse:
+    """A receipt checked against the gateway's public keys, and the audit row it names."""
+    verdict = views.check_receipt(
+        console.context.engine,
+        console.context.settings.signing_key_dir,
+        console.sessions.signer(),
+        receipt[:8192],
+        user.tenant_scope,
+    )
+    return render(request, "receipt.html", user=user, receipt=receipt, **verdict)
 
 
 @router.get("/exposure", response_class=HTMLResponse)

@@ -7,6 +7,7 @@ import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -19,6 +20,8 @@ from registry.snapshot import Claim, Claimed, DeploymentSnap, ModelSnap, Registr
 from router.console.lineage_svg import lineage_edges, lineage_svg
 from router.policy import compile_policy
 from router.policy.errors import PolicyError
+from router.receipts import ReceiptError, verify_receipt
+from router.signing import Signer, public_keys
 
 STALE_AFTER_DAYS = 365  # a fact retrieved longer ago than this is shown as stale
 MODEL_FACTS = (
@@ -238,3 +241,23 @@ def source_diff(before: str, after: str) -> list[str]:
 
 def scoped(rows: Iterable[Mapping[str, Any]], tenant: str | None) -> list[Mapping[str, Any]]:
     return [r for r in rows if tenant is None or r.get("tenant_id") == tenant]
+
+
+def check_receipt(
+    engine: Engine, key_dir: Path, signer: Signer | None, receipt: str, tenant: str | None
+) -> dict[str, Any]:
+    """``receipt`` verified against every public key the gateway ever signed with, and the
+    audit rows of the request it names (those the reader may see)."""
+    if not receipt.strip():
+        return {"claims": None, "error": None, "rows": []}
+    keys = public_keys(key_dir)
+    if signer is not None:
+        keys.setdefault(signer.key_id, signer.public_pem())
+    try:
+        claims = verify_receipt(receipt, keys)
+    except ReceiptError as error:
+        return {"claims": None, "error": str(error), "rows": []}
+    rid = claims.get("rid")
+    where = DecisionFilter(request_id=str(rid), tenant_id=tenant)
+    rows = decisions(engine, where, limit=5) if rid else []
+    return {"claims": claims, "error": None, "rows": rows}

@@ -27,6 +27,7 @@ class Setup:
     dep: str
     apps_request: str
     limited_request: str
+    apps_receipt: str
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +48,17 @@ def setup(
         w.create("deployment", deployment(dep, up.base_url))
         w.create("route", {"name": route, "candidates": [dep]})
 
-    def served(key: str) -> str:
+    def served(key: str) -> tuple[str, str]:
         raw = gw.openai(gw.keys[key]).chat.completions.with_raw_response.create(
             model=route,
             messages=PROMPT,  # type: ignore[arg-type]
         )
         request_id: str = raw.headers["x-request-id"]
         gw.decision(request_id)
-        return request_id
+        return request_id, raw.headers["x-provenance-receipt"]
 
-    return Setup(gw, route, dep, served("apps"), served("limited"))
+    (apps, receipt), (limited, _) = served("apps"), served("limited")
+    return Setup(gw, route, dep, apps, limited, receipt)
 
 
 def console(gw: RunningGateway) -> httpx.Client:
@@ -347,3 +349,72 @@ def test_disabling_the_key_ends_its_sessions(setup: Setup) -> None:
         with gw.write() as w:
             w.update("api_key", key_id, {"enabled": False}, expected_version=None)
         assert client.get("/").status_code == 303
+
+
+def test_sign_in_goes_back_only_to_a_console_page(setup: Setup) -> None:
+    with console(setup.gw) as client:
+        form = client.get("/login", params={"next": "//evil.example/x"})
+        assert 'value="//evil.example/x"' not in form.text
+        data = {"csrf": csrf_of(form), "key": setup.gw.admin_key, "next": "//evil.example/x"}
+        assert client.post("/login", data=data).headers["location"] == "/console/"
+
+
+def test_explain_and_policy_tests_use_the_live_engine(
+    setup: Setup, admin: httpx.Client, auditor: httpx.Client
+) -> None:
+    page = admin.get("/explain", params={"tenant": "apps", "model": setup.route})
+    assert page.status_code == 200
+    assert f'data-deployment="{setup.dep}"' in page.text
+    assert admin.get("/explain", params={"tenant": "apps", "model": "nope"}).status_code == 404
+    refused = auditor.get("/explain", params={"tenant": "limited", "model": setup.route})
+    assert refused.status_code == 403
+
+    token = csrf_of(admin.get("/policies"))
+    draft = f"rules:\n  - id: console-no-dep\n    deny: {{deployment: [{setup.dep}]}}\n"
+    tests = (
+        "tests:\n"
+        f"  - name: denied by the draft\n    given: {{tenant: apps, deployment: {setup.dep}}}\n"
+        "    expect: deny\n    rule: console-no-dep\n"
+        f"  - name: wrongly expected\n    given: {{tenant: apps, deployment: {setup.dep}}}\n"
+        "    expect: allow\n"
+    )
+    form = {"csrf": token, "format": "yaml", "source": draft, "tests": tests}
+    report = admin.post("/policies/tests", data=form)
+    assert report.status_code == 200, report.text
+    assert report.text.count('data-passed="yes"') == 1
+    assert report.text.count('data-passed="no"') == 1
+    assert admin.post("/policies/tests", data={**form, "tests": "tests: ["}).status_code == 400
+
+
+def test_a_receipt_is_verified_and_tied_to_its_decision(setup: Setup, admin: httpx.Client) -> None:
+    page = admin.get("/receipt", params={"receipt": setup.apps_receipt})
+    assert page.status_code == 200
+    assert "Valid:" in page.text and setup.apps_request in page.text
+    payload, *rest = setup.apps_receipt.split(".")
+    altered = ".".join([payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB"), *rest])
+    assert "Not valid" in admin.get("/receipt", params={"receipt": altered}).text
+
+
+def test_the_exposure_page_shows_the_reports_numbers(setup: Setup, admin: httpx.Client) -> None:
+    api = setup.gw.http(setup.gw.admin_key)
+    with api:
+        report = api.get("/admin/reports/exposure", params={"tenant": "apps"}).json()
+    page = admin.get("/exposure", params={"tenant": "apps"})
+    shown = page.text.split('id="summary-requests">')[1].split("<")[0]
+    assert int(shown) == report["requests"] >= 1
+
+
+def test_a_deployment_is_blocked_from_the_review_queue(
+    setup: Setup, admin: httpx.Client, up: FakeUpstream
+) -> None:
+    gw = setup.gw
+    dep = uid("console-review-dep")
+    with gw.write() as w:
+        w.create("deployment", deployment(dep, up.base_url, review_status="under_review"))
+    page = admin.get("/review")
+    assert f'data-entity="{dep}"' in page.text
+    form = {"csrf": csrf_of(page), "decision": "block", "note": "operator unknown"}
+    assert admin.post(f"/review/deployment/{dep}", data=form).status_code == 303
+    with session_scope(gw.engine) as session:
+        assert read_one(session=session, kind="deployment", id=dep)["review_status"] == "blocked"
+    assert f'data-entity="{dep}"' not in admin.get("/review").text
