@@ -232,6 +232,11 @@ def test_a_decision_is_found_by_request_id_with_every_candidate(
     by_route = admin.get("/decisions", params={"route": setup.route, "tenant": "limited"})
     assert setup.limited_request in by_route.text and setup.apps_request not in by_route.text
     assert admin.get("/decisions", params={"since": "not a time"}).status_code == 400
+    decided = admin.get("/decisions", params={"rule": "baseline-approved", "route": setup.route})
+    assert setup.apps_request in decided.text and setup.limited_request in decided.text
+    assert setup.apps_request not in admin.get("/decisions", params={"rule": "no-such"}).text
+    later = admin.get("/decisions", params={"since": "2999-01-01T00:00"})
+    assert setup.apps_request not in later.text
 
 
 def test_a_policy_draft_is_checked_replayed_and_activated_with_confirmation(
