@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from registry.decision_reads import DecisionFilter
+from registry.validation import INT32_MAX
 from router.admin.policies import ExplainIn, explain_request
 from router.console import views
 from router.console.web import ConsoleDep, UserDep, render
@@ -59,15 +60,26 @@ def model(request: Request, model_id: str, console: ConsoleDep, user: UserDep) -
 
 
 @router.get("/deployments", response_class=HTMLResponse)
-def deployments(request: Request, console: ConsoleDep, user: UserDep) -> HTMLResponse:
-    rows = views.deployments(console.table().snapshot)
-    return render(request, "deployments.html", user=user, deployments=rows)
+def deployments(
+    request: Request,
+    console: ConsoleDep,
+    user: UserDep,
+    q: Text = "",
+    hosting: Text = "",
+    country: Text = "",
+) -> HTMLResponse:
+    snapshot = console.table().snapshot
+    rows = views.deployments(snapshot, q=q, hosting=hosting, country=country)
+    filters = {"q": q, "hosting": hosting, "country": country}
+    return render(request, "deployments.html", user=user, deployments=rows, filters=filters)
 
 
 @router.get("/organizations", response_class=HTMLResponse)
-def organizations(request: Request, console: ConsoleDep, user: UserDep) -> HTMLResponse:
-    rows = views.organizations(console.table().snapshot)
-    return render(request, "organizations.html", user=user, organizations=rows)
+def organizations(
+    request: Request, console: ConsoleDep, user: UserDep, q: Text = ""
+) -> HTMLResponse:
+    rows = views.organizations(console.table().snapshot, q=q)
+    return render(request, "organizations.html", user=user, organizations=rows, filters={"q": q})
 
 
 @router.get("/review", response_class=HTMLResponse)
@@ -132,10 +144,21 @@ def decision(request: Request, request_id: str, console: ConsoleDep, user: UserD
 
 
 @router.get("/policies", response_class=HTMLResponse)
-def policies(request: Request, console: ConsoleDep, user: UserDep) -> HTMLResponse:
+def policies(
+    request: Request,
+    console: ConsoleDep,
+    user: UserDep,
+    load: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
+) -> HTMLResponse:
+    """The active policy, the saved versions and the editor, holding the active policy or
+    the saved version ``load`` (to roll back to it: what-if, then activate it again)."""
     data = views.policies(console.context.engine, console.table().snapshot)
-    draft = data["active"].source if data["active"] else ""
-    return render(request, "policies.html", user=user, draft=draft, draft_format="yaml", **data)
+    draft = views.draft_of(data, load)
+    if draft is None:
+        raise NotFound(f"no policy version {load}")
+    return render(
+        request, "policies.html", user=user, draft=draft[1], draft_format=draft[0], **data
+    )
 
 
 @router.get("/explain", response_class=HTMLResponse)

@@ -173,17 +173,29 @@ def model_detail(snapshot: RegistrySnapshot, model_id: str) -> dict[str, Any] | 
     }
 
 
-def deployments(snapshot: RegistrySnapshot) -> list[dict[str, Any]]:
-    return [
-        {"deployment": d, "facts": facts_of(d, DEPLOYMENT_FACTS)}
-        for d in sorted(snapshot.deployments.values(), key=lambda d: d.id)
-    ]
+def deployments(
+    snapshot: RegistrySnapshot, *, q: str = "", hosting: str = "", country: str = ""
+) -> list[dict[str, Any]]:
+    """Deployments whose id, model or operator contains ``q``, with ``hosting`` and location
+    ``country``."""
+    shown = []
+    for d in sorted(snapshot.deployments.values(), key=lambda d: d.id):
+        text = " ".join(filter(None, (d.id, d.model_id, d.operator_id))).lower()
+        if (q and q.lower() not in text) or (hosting and d.hosting != hosting):
+            continue
+        if country and (d.location_country or "") != country.upper():
+            continue
+        shown.append({"deployment": d, "facts": facts_of(d, DEPLOYMENT_FACTS)})
+    return shown
 
 
-def organizations(snapshot: RegistrySnapshot) -> list[dict[str, Any]]:
-    """Each organization with its control chain (parent, grandparent, ...)."""
+def organizations(snapshot: RegistrySnapshot, *, q: str = "") -> list[dict[str, Any]]:
+    """Each organization (id or name containing ``q``) with its control chain (parent,
+    grandparent, ...)."""
     shown = []
     for org in sorted(snapshot.orgs.values(), key=lambda o: o.id):
+        if q and q.lower() not in f"{org.id} {org.name}".lower():
+            continue
         chain: list[str] = []
         current = org.parent_id
         while current and current not in chain and len(chain) < 20:
@@ -229,6 +241,15 @@ def policies(engine: Engine, snapshot: RegistrySnapshot) -> dict[str, Any]:
         except PolicyError as error:  # stored policies compiled once; say so if not any more
             cedar = f"// cannot compile: {error}"
     return {"active": active, "cedar": cedar, "versions": versions}
+
+
+def draft_of(data: Mapping[str, Any], version: int | None) -> tuple[str, str] | None:
+    """(format, source) for the editor: saved version ``version``, or the active policy."""
+    if version is None:
+        active = data["active"]
+        return ("yaml", "") if active is None else (active.format, active.source)
+    saved = next((p for p in data["versions"] if p["version"] == version), None)
+    return None if saved is None else (saved["format"], saved["source"])
 
 
 def source_diff(before: str, after: str) -> list[str]:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from registry.db import session_scope
-from registry.service import list_changes, read_one
+from registry.service import list_changes, list_policies, read_one
 from tests.fakes import FakeUpstream
 from tests.router.conftest import REPORTED, RunningGateway, deployment, uid, wait_for
 
@@ -423,3 +423,22 @@ def test_a_deployment_is_blocked_from_the_review_queue(
     with session_scope(gw.engine) as session:
         assert read_one(session=session, kind="deployment", id=dep)["review_status"] == "blocked"
     assert f'data-entity="{dep}"' not in admin.get("/review").text
+
+
+def test_registry_pages_filter(setup: Setup, admin: httpx.Client) -> None:
+    found = admin.get("/deployments", params={"q": setup.dep, "hosting": "private_cloud"})
+    assert f'id="dep-{setup.dep}"' in found.text
+    assert 'id="deployment-count">1 deployment<' in found.text
+    none = admin.get("/deployments", params={"q": setup.dep, "country": "DE"})
+    assert f'id="dep-{setup.dep}"' not in none.text
+    orgs = admin.get("/organizations", params={"q": "dragon"})
+    assert 'id="org-dragon"' in orgs.text and 'id="org-acme"' not in orgs.text
+
+
+def test_a_saved_version_loads_into_the_editor(setup: Setup, admin: httpx.Client) -> None:
+    with session_scope(setup.gw.engine) as session:
+        oldest = list_policies(session=session)[-1]
+    page = admin.get("/policies", params={"load": oldest["version"]})
+    editor = page.text.split('id="source"')[1].split("</textarea>")[0]
+    assert oldest["source"].splitlines()[0] in editor
+    assert admin.get("/policies", params={"load": 99999}).status_code == 404
