@@ -90,7 +90,7 @@ def review(request: Request, console: ConsoleDep, user: UserDep) -> HTMLResponse
         "review.html",
         user=user,
         queue=views.review_queue(engine),
-        history=views.review_history(engine),
+        history=views.review_history(engine, user.tenant_scope),
     )
 
 

@@ -218,10 +218,11 @@ def review_queue(engine: Engine) -> list[dict[str, Any]]:
     return rows
 
 
-def review_history(engine: Engine, *, limit: int = 20) -> list[dict[str, Any]]:
-    """Recent changes that carry a note (review decisions), newest first."""
+def review_history(engine: Engine, tenant: str | None, *, limit: int = 20) -> list[dict[str, Any]]:
+    """Recent changes that carry a note (review decisions), newest first, of those the reader
+    may see (``tenant``: a compliance key's, as ``GET /admin/changes`` scopes them)."""
     with session_scope(engine) as session:
-        changes = list_changes(session=session, limit=500)
+        changes = list_changes(session=session, visible_to_tenant=tenant, limit=500)
     return [c for c in changes if c.get("note")][:limit]
 
 
