@@ -107,6 +107,7 @@ def decisions(
     request_id: Text = "",
     since: Text = "",
     until: Text = "",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> HTMLResponse:
     where = DecisionFilter(
         tenant_id=user.caller.readable_tenant(tenant or None, param="tenant"),
@@ -118,8 +119,9 @@ def decisions(
         since=_moment(since, "since"),
         until=_moment(until, "until"),
     )
-    rows = views.decisions(console.context.engine, where)
+    rows = views.decisions(console.context.engine, where, limit)
     filters = {
+        "limit": str(limit),
         "tenant": tenant,
         "route": route,
         "deployment": deployment,

@@ -235,6 +235,8 @@ def test_a_decision_is_found_by_request_id_with_every_candidate(
     decided = admin.get("/decisions", params={"rule": "baseline-approved", "route": setup.route})
     assert setup.apps_request in decided.text and setup.limited_request in decided.text
     assert setup.apps_request not in admin.get("/decisions", params={"rule": "no-such"}).text
+    one = admin.get("/decisions", params={"route": setup.route, "limit": 1})
+    assert one.text.count("data-request-id=") == 1 and setup.limited_request in one.text
     later = admin.get("/decisions", params={"since": "2999-01-01T00:00"})
     assert setup.apps_request not in later.text
 
