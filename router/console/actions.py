@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from registry.db import session_scope
 from registry.keys import hash_key
 from registry.service import find_key
+from registry.validation import INT32_MAX
 from router.admin.policies import (
     DraftIn,
     PolicyTestsIn,
@@ -142,8 +143,8 @@ async def decide_review(
 def _version(text: str | None) -> int | None:
     if not text:
         return None
-    if not text.isdigit():
-        raise BadRequest("version: a whole number", param="version")
+    if not text.isdigit() or int(text) > INT32_MAX:
+        raise BadRequest("version: a whole number (the version the page showed)", param="version")
     return int(text)
 
 

@@ -184,6 +184,8 @@ def test_approving_a_model_needs_this_sessions_csrf_token(
     assert "checked the card" in admin.get("/review").text
     stale = admin.post(f"/review/model/{model_id}", data={**form, "csrf": csrf_of(page)})
     assert stale.status_code == 409  # the version the form was read at is gone
+    huge = {**form, "csrf": csrf_of(page), "version": "9" * 30}
+    assert admin.post(f"/review/model/{model_id}", data=huge).status_code == 400
 
 
 def read_version(gw: RunningGateway, model_id: str) -> int:
