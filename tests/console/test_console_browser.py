@@ -206,3 +206,37 @@ def _approved(gw: RunningGateway, model_id: str) -> bool:
 
     with session_scope(gw.engine) as session:
         return read_one(session=session, kind="model", id=model_id)["review_status"] == "approved"
+
+
+def test_a_compliance_officer_sees_a_read_only_console(
+    gateway_factory: Callable[..., RunningGateway], browser_page: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    gw = gateway_factory()
+    pending = f"acme/{uid('pending')}"
+    with gw.write() as w:
+        w.create(
+            "model",
+            {"id": pending, "name": "Pending", "developer": "acme", "claim": REPORTED},
+        )
+    page = browser_page
+    pages = Pages(page, tmp_path)
+    console = f"{gw.url}/console"
+    page.goto(f"{console}/login")
+    page.get_by_label("API key").fill(gw.keys["no-inference"])  # scope compliance, tenant apps
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator(".who")).to_contain_text("(read-only)")
+
+    page.get_by_role("link", name="Review").click()
+    expect(page.locator(f'section.review-item[data-entity="{pending}"]')).to_contain_text(
+        "Read-only"
+    )
+    expect(page.get_by_role("button", name="Approve")).to_have_count(0)
+    pages.check("review-read-only")
+    page.get_by_role("link", name="Policies").click()
+    expect(page.locator("#validation")).to_contain_text("Valid")  # checking is a read
+    expect(page.get_by_role("button", name="Review activation…")).to_have_count(0)
+    expect(page.get_by_label("Tenant")).to_have_value("apps")
+    pages.check("policies-read-only")
+    assert pages.violations == {}
