@@ -89,7 +89,7 @@ def review(request: Request, console: ConsoleDep, user: UserDep) -> HTMLResponse
         request,
         "review.html",
         user=user,
-        queue=views.review_queue(engine),
+        queue=views.review_queue(engine, console.table().snapshot),
         history=views.review_history(engine, user.tenant_scope),
     )
 

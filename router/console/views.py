@@ -121,6 +121,7 @@ def overview(engine: Engine, snapshot: RegistrySnapshot, tenant: str | None) -> 
     ]
     return {
         "routes": sorted(snapshot.routes.values(), key=lambda r: r.name),
+        "deployments": snapshot.deployments,
         "policy": snapshot.policy,
         "registry_version": snapshot.version,
         "counts": counts,
@@ -206,8 +207,9 @@ def organizations(snapshot: RegistrySnapshot, *, q: str = "") -> list[dict[str, 
     return shown
 
 
-def review_queue(engine: Engine) -> list[dict[str, Any]]:
-    """Models and deployments under review, with the version a decision compares against."""
+def review_queue(engine: Engine, snapshot: RegistrySnapshot) -> list[dict[str, Any]]:
+    """Models and deployments under review, with the version a decision compares against and,
+    for a model, the developer countries along its lineage (what a reviewer looks at first)."""
     with session_scope(engine) as session:
         rows = [
             {"kind": kind, **row}
@@ -215,6 +217,12 @@ def review_queue(engine: Engine) -> list[dict[str, Any]]:
             for row in read_all(session=session, kind=kind)
             if row.get("review_status") == "under_review"
         ]
+    for row in rows:
+        if row["kind"] == "model" and row["id"] in snapshot.models:
+            effective = effective_provenance(
+                snapshot.models, snapshot.orgs, snapshot.licenses, row["id"]
+            )
+            row["lineage_countries"] = sorted(effective.developer_countries) or ["unknown"]
     return rows
 
 

@@ -124,6 +124,7 @@ def test_an_admin_walks_through_the_console(
 
     # approve a model, with a note
     item = page.locator(f'section.review-item[data-entity="{pending}"]')
+    expect(item.locator(".lineage-countries")).to_have_text("CN, US")  # distilled from dragon
     pages.check("review")
     item.get_by_label("Note for the change log").fill("card and lineage checked")
     item.get_by_role("button", name="Approve").click()

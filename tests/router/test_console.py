@@ -139,6 +139,7 @@ def test_sign_in_sets_an_http_only_strict_session_cookie(setup: Setup) -> None:
         page = client.get("/")
         assert page.status_code == 200
         assert "<h1>Overview</h1>" in page.text
+        assert f'{setup.dep} <span class="muted">(acme/alpha)</span>' in page.text
         assert "content-security-policy" in page.headers
 
 
