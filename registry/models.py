@@ -650,6 +650,7 @@ class RegistryChange(SQLModel, table=True):
     op: ChangeOp = Field(sa_type=String)
     before: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     after: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+    note: str | None = Field(default=None, sa_type=Text)  # why, in the writer's words (0007)
 
 
 class RoutingDecision(SQLModel, table=True):

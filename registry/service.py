@@ -217,10 +217,11 @@ class Writer:
         *,
         expected_version: int | None,
         derived: Mapping[str, Any] | None = None,
+        note: str | None = None,
     ) -> dict[str, Any]:
         """Change some fields; compare-and-set on ``expected_version`` (None: no check).
         ``derived``: stored columns no input may set, written with the change (a key's
-        rotation state).
+        rotation state). ``note`` (a reviewer's reason, say) is recorded with the change row.
 
         An update that changes no value is a no-op: no version bump, no change row."""
         spec = _spec(kind)
@@ -242,7 +243,7 @@ class Writer:
         self._compare_and_set(spec, id, expected_version, columns)
         if "lineage" in changed:
             self._write_lineage(spec, id, state)
-        return self._record(spec, id, "update", before=before)
+        return self._record(spec, id, "update", before=before, note=note)
 
     def delete(self, kind: str, id: str, *, expected_version: int | None) -> None:
         """Delete one entity; refused (ValidationFailed) while anything references it."""
@@ -379,10 +380,16 @@ class Writer:
             self._db.execute(insert(relations), edges)
 
     def _record(
-        self, spec: KindSpec, id: str, op: str, *, before: dict[str, Any] | None
+        self,
+        spec: KindSpec,
+        id: str,
+        op: str,
+        *,
+        before: dict[str, Any] | None,
+        note: str | None = None,
     ) -> dict[str, Any]:
         after = _found(reads.read_public(self._db, spec, id))
-        self._log(spec.kind, id, op, before=before, after=after)
+        self._log(spec.kind, id, op, before=before, after=after, note=note)
         return after
 
     def _log(
@@ -393,6 +400,7 @@ class Writer:
         *,
         before: Mapping[str, Any] | None,
         after: Mapping[str, Any] | None,
+        note: str | None = None,
     ) -> None:
         change = {
             "version": self._bump(),
@@ -403,6 +411,7 @@ class Writer:
             "op": op,
             "before": reads.jsonable(before),
             "after": reads.jsonable(after),
+            "note": note,
         }
         self._db.execute(insert(reads.table(RegistryChange)).values(change))
 

@@ -2,8 +2,9 @@
 
 ``/v1/*`` (the OpenAI surface, the hot path), the probes ``/healthz`` (alias ``/health``) and
 ``/readyz`` (``router.probes``) and ``/metrics`` (``router.metrics``) are served as plain ASGI;
-everything else (``/admin/*``, ``/docs``, ``/openapi.json``) goes to the FastAPI admin app. The
-dispatcher owns the lifespan: bootstrap the registry, start the gateway, stop it cleanly.
+everything else (``/admin/*``, the console at ``/console``, ``/docs``, ``/openapi.json``) goes
+to the FastAPI admin app. The dispatcher owns the lifespan: bootstrap the registry, start the
+gateway, stop it cleanly.
 
 Run with ``uvicorn --factory router.asgi:create_app`` or ``provenance-router serve``.
 """
@@ -143,8 +144,9 @@ def create_app(
         from router.admin.policies import policy_router
         from router.admin.reports import reports_router
         from router.admin.signing import signing_router
+        from router.console import mount_console
 
-        return build_admin_app(
+        admin = build_admin_app(
             engine,
             settings,
             on_change=gateway.reload,
@@ -155,5 +157,7 @@ def create_app(
                 signing_router(lambda: gateway.signer),
             ],
         )
+        mount_console(admin, lambda: gateway.table, lambda: gateway.signer)
+        return admin
 
     return GatewayApp(gateway, build_admin)

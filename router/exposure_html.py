@@ -38,8 +38,6 @@ svg text{font-size:12px;fill:#1a1a1a}
 
 
 def render_html(report: ExposureReport) -> str:
-    titles = dict(DIMENSIONS)
-    sections = [_dimension(name, titles[name], report.dimensions[name]) for name, _ in DIMENSIONS]
     return "\n".join(
         [
             "<!doctype html>",
@@ -47,6 +45,18 @@ def render_html(report: ExposureReport) -> str:
             "<title>Provenance exposure report</title>",
             f"<style>{STYLE}</style></head><body>",
             "<h1>Provenance exposure report</h1>",
+            render_sections(report),
+            "</body></html>",
+        ]
+    )
+
+
+def render_sections(report: ExposureReport) -> str:
+    """The report's content without the page around it (the admin console shows it too)."""
+    titles = dict(DIMENSIONS)
+    sections = [_dimension(name, titles[name], report.dimensions[name]) for name, _ in DIMENSIONS]
+    return "\n".join(
+        [
             _summary(report),
             "<h2>Exposure by dimension</h2>",
             '<p class="note">Shares of the requests (and tokens) that reached a deployment. '
@@ -55,7 +65,6 @@ def render_html(report: ExposureReport) -> str:
             *sections,
             _trends(report),
             _switching(report.switching),
-            "</body></html>",
         ]
     )
 

@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     upstream_max_headers: int = Field(default=100, gt=0)
     upstream_max_body_bytes: int = Field(default=128 * 1024 * 1024, gt=0)  # non-stream answer
     new_models_require_approval: bool = True
+    # the admin console (/console, docs/console.md): a signed-in session lasts this long
+    console_session_ttl_s: float = Field(default=8 * 3600.0, gt=0)
     log_level: str = "warning"
     site_country: str | None = None  # ISO country this gateway runs in (local deployment location)
     site_region: str | None = None

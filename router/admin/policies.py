@@ -24,13 +24,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from registry.models import Classification
 from registry.service import get_policy, list_decisions, list_policies
 from registry.snapshot import PolicySnap
 from registry.validation import INT32_MAX, Moment, Purpose, Region
 from router.admin.openapi import errors
-from router.deps import AdminCaller, AuditCaller, ContextDep, SessionDep
+from router.deps import AdminCaller, AuditCaller, Caller, ContextDep, SessionDep
 from router.errors import BadRequest, NotFound
 from router.policy import (
     CompiledPolicy,
@@ -136,14 +137,7 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
 
     @router.post("/policies/validate", summary="Compile a draft policy without saving it")
     def validate(body: DraftIn, _caller: AuditCaller) -> dict[str, Any]:
-        compiled = _compile(body.format, body.source)
-        warnings = _checked(compiled, current_table())
-        return {
-            "valid": True,
-            "rule_ids": list(compiled.rule_ids),
-            "cedar": compiled.cedar_text,
-            "warnings": warnings,
-        }
+        return validate_draft(body.format, body.source, current_table())
 
     @router.get("/policy-presets", summary="Presets a compliance team can start from")
     def presets(_caller: AuditCaller) -> dict[str, Any]:
@@ -156,75 +150,107 @@ def policy_router(current_table: Callable[[], RoutingTable]) -> APIRouter:
     )
     def post_explain(body: ExplainIn, caller: AuditCaller) -> dict[str, Any]:
         caller.readable_tenant(body.tenant, param="tenant")
-        table = current_table()
-        tenant = table.snapshot.tenants.get(body.tenant)
-        try:
-            context = RequestContext(
-                classification=body.classification or "public",
-                purpose=body.purpose,
-                # live routing passes the tenant's region as caller_region: decide the same way
-                caller_region=body.caller_region or (tenant.region if tenant else None),
-            )
-            result = explain(
-                table.engine,
-                table.snapshot,
-                tenant_id=body.tenant,
-                model_or_route=body.model,
-                action=body.action,
-                context=context,
-            )
-        except UnknownModelOrRoute as error:
-            raise NotFound(str(error), param="model", code="model_not_found") from None
-        except UnknownTenant as error:
-            raise NotFound(str(error), param="tenant", code="tenant_not_found") from None
-        except ValueError as error:  # an unknown classification label
-            raise BadRequest(str(error), param="classification") from None
-        return result.to_dict()
+        return explain_request(current_table(), body)
 
     @router.post("/what-if", summary="Replay recorded decisions under a draft policy")
     def post_what_if(body: WhatIfIn, session: SessionDep, caller: AuditCaller) -> dict[str, Any]:
-        tenant = caller.readable_tenant(body.tenant, param="tenant")
-        _compile(body.format, body.source)
-        recorded = list_decisions(
+        return replay_draft(
             session=session,
-            tenant_id=tenant,
-            since=body.since,
-            until=body.until,
-            limit=body.last,
+            table=current_table(),
+            draft=body,
+            tenant=caller.readable_tenant(body.tenant, param="tenant"),
         )
-        draft = PolicySnap(DRAFT_VERSION, "draft", body.format, body.source)
-        try:
-            report = what_if(current_table().snapshot, draft, list(reversed(recorded)))
-        except PolicyError as error:
-            raise BadRequest(f"Cannot replay the recorded decisions: {error}") from None
-        return report.to_dict()
 
     @router.post("/policy-tests", summary="Run a policy test file")
     def post_tests(body: PolicyTestsIn, caller: AuditCaller) -> dict[str, Any]:
-        try:  # a compliance key tests only its own tenant, as with explain and what-if
-            for tenant in sorted(tested_tenants(body.tests)):
-                caller.readable_tenant(tenant, param="tests")
-        except PolicyError as error:
-            raise BadRequest(str(error), param="tests") from None
-        table = current_table()
-        policy = table.snapshot.policy
-        if body.policy is not None:
-            _compile(body.policy.format, body.policy.source)
-            policy = PolicySnap(DRAFT_VERSION, "draft", body.policy.format, body.policy.source)
-        try:
-            report = run_policy_tests(
-                lambda: PolicyEngine.build(table.snapshot, policy), body.tests
-            )
-        except PolicyError as error:
-            raise BadRequest(str(error), param="tests") from None
-        return {
-            "ok": report.ok,
-            "passed": report.passed,
-            "failed": report.failed,
-            "results": [asdict(result) for result in report.results],
-        }
+        return run_tests(current_table(), body, caller)
 
     return router
+
+
+def explain_request(table: RoutingTable, body: ExplainIn) -> dict[str, Any]:
+    """Every candidate for ``body``'s tenant + model + context, decided by the live engine (the
+    caller has checked that it may read that tenant)."""
+    tenant = table.snapshot.tenants.get(body.tenant)
+    try:
+        context = RequestContext(
+            classification=body.classification or "public",
+            purpose=body.purpose,
+            # live routing passes the tenant's region as caller_region: decide the same way
+            caller_region=body.caller_region or (tenant.region if tenant else None),
+        )
+        result = explain(
+            table.engine,
+            table.snapshot,
+            tenant_id=body.tenant,
+            model_or_route=body.model,
+            action=body.action,
+            context=context,
+        )
+    except UnknownModelOrRoute as error:
+        raise NotFound(str(error), param="model", code="model_not_found") from None
+    except UnknownTenant as error:
+        raise NotFound(str(error), param="tenant", code="tenant_not_found") from None
+    except ValueError as error:  # an unknown classification label
+        raise BadRequest(str(error), param="classification") from None
+    return result.to_dict()
+
+
+def run_tests(table: RoutingTable, body: PolicyTestsIn, caller: Caller) -> dict[str, Any]:
+    """A policy test file run against the draft in ``body`` (default: the active policy). A
+    compliance key may test only its own tenant, as with explain and what-if (403)."""
+    try:
+        for tenant in sorted(tested_tenants(body.tests)):
+            caller.readable_tenant(tenant, param="tests")
+    except PolicyError as error:
+        raise BadRequest(str(error), param="tests") from None
+    policy = table.snapshot.policy
+    if body.policy is not None:
+        _compile(body.policy.format, body.policy.source)
+        policy = PolicySnap(DRAFT_VERSION, "draft", body.policy.format, body.policy.source)
+    try:
+        report = run_policy_tests(lambda: PolicyEngine.build(table.snapshot, policy), body.tests)
+    except PolicyError as error:
+        raise BadRequest(str(error), param="tests") from None
+    return {
+        "ok": report.ok,
+        "passed": report.passed,
+        "failed": report.failed,
+        "results": [asdict(result) for result in report.results],
+    }
+
+
+def validate_draft(format: str, source: str, table: RoutingTable) -> dict[str, Any]:
+    """A draft compiled and read against the live registry (400 when it is invalid)."""
+    compiled = _compile(format, source)
+    warnings = _checked(compiled, table)
+    return {
+        "valid": True,
+        "rule_ids": list(compiled.rule_ids),
+        "cedar": compiled.cedar_text,
+        "warnings": warnings,
+    }
+
+
+def replay_draft(
+    *, session: Session, table: RoutingTable, draft: WhatIfIn, tenant: str | None
+) -> dict[str, Any]:
+    """What-if: the last ``draft.last`` decisions (of ``tenant``, or all) replayed under the
+    draft policy; the requests it would decide differently."""
+    _compile(draft.format, draft.source)
+    recorded = list_decisions(
+        session=session,
+        tenant_id=tenant,
+        since=draft.since,
+        until=draft.until,
+        limit=draft.last,
+    )
+    policy = PolicySnap(DRAFT_VERSION, "draft", draft.format, draft.source)
+    try:
+        report = what_if(table.snapshot, policy, list(reversed(recorded)))
+    except PolicyError as error:
+        raise BadRequest(f"Cannot replay the recorded decisions: {error}") from None
+    return report.to_dict()
 
 
 def _compile(format: str, source: str) -> CompiledPolicy:
