@@ -43,6 +43,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from registry.keys import MIN_KEY_LENGTH
+from registry.limits import Limits
 from registry.snapshot import (
     WEIGHTS,
     AdapterKind,
@@ -457,6 +458,9 @@ class DeploymentBase(ClaimedBase):
     timeout_s: Number = Field(default=60.0, gt=0)
     enabled: Flag = True
     review_status: ReviewStatus = Field(default="approved", sa_type=String)
+    # Prices in US dollars per million tokens, for cost budgets (docs/keys.md, "Budgets").
+    input_cost_per_mtok_usd: Amount | None = None
+    output_cost_per_mtok_usd: Amount | None = None
 
 
 class Deployment(DeploymentBase, Tracked, table=True):
@@ -532,6 +536,8 @@ class TenantBase(SQLModel):
     attributes: dict[str, str] = Field(default_factory=dict, sa_type=JSONType)
     # The purposes this tenant's requests may declare (``X-Purpose``); any other is refused.
     purposes: list[Purpose] = Field(default_factory=list, sa_type=JSONType)
+    # Rate limits and a budget for all of the tenant's keys together (docs/keys.md).
+    limits: Limits | None = Field(default=None, sa_type=JSONType)
 
 
 class Tenant(TenantBase, Tracked, table=True):
@@ -552,6 +558,8 @@ class ApiKeyBase(SQLModel):
     tenant: Slug = Field(foreign_key="tenants.id", index=True)
     scopes: UniqueScopes = Field(min_length=1, sa_type=JSONType)
     enabled: Flag = True
+    # Rate limits and a budget of this key, on top of its tenant's (docs/keys.md).
+    limits: Limits | None = Field(default=None, sa_type=JSONType)
 
 
 class ApiKey(ApiKeyBase, Tracked, table=True):

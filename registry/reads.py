@@ -22,6 +22,7 @@ from sqlalchemy import Connection, RowMapping, Table, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement, and_, or_
 
+from registry.limits import limits_snap
 from registry.models import (
     SPECS,
     DecisionEvaluation,
@@ -453,6 +454,8 @@ _DEPLOYMENT_COPIED = (
     "timeout_s",
     "enabled",
     "review_status",
+    "input_cost_per_mtok_usd",
+    "output_cost_per_mtok_usd",
 )
 
 
@@ -505,6 +508,7 @@ def _tenant(row: RowMapping) -> TenantSnap:
             for value in row["purposes"] or ()
             if (purpose := _mapped(value, check_purpose, f"a purpose of tenant {row['id']}"))
         ),
+        limits=limits_snap(row["limits"]),
     )
 
 
@@ -514,6 +518,7 @@ def _key(row: RowMapping) -> KeySnap:
         tenant_id=row["tenant"],
         scopes=frozenset(row["scopes"]),
         enabled=row["enabled"],
+        limits=limits_snap(row["limits"]),
     )
 
 
