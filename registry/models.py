@@ -652,6 +652,8 @@ class RoutingDecision(SQLModel, table=True):
             "route",
             "total_tokens",
         ),
+        # A key's spend over a budget period (registry.spend; migration 0008).
+        Index("ix_routing_decisions_key_spend", "key_id", "created_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigIntId)

@@ -143,6 +143,7 @@ def create_app(
         from router.admin.policies import policy_router
         from router.admin.reports import reports_router
         from router.admin.signing import signing_router
+        from router.admin.spend import spend_router
 
         return build_admin_app(
             engine,
@@ -152,6 +153,7 @@ def create_app(
                 policy_router(lambda: gateway.table),
                 reports_router(lambda: gateway.table),
                 signing_router(lambda: gateway.signer),
+                spend_router(lambda: gateway.table),
             ],
         )
 
