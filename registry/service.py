@@ -255,13 +255,18 @@ class Writer:
         self._log(kind, id, "delete", before=before, after=None)
 
     def create_api_key(
-        self, *, id: str, tenant: str, scopes: list[str], raw_key: str | None = None
+        self,
+        *,
+        id: str,
+        tenant: str,
+        scopes: list[str],
+        raw_key: str | None = None,
+        limits: Mapping[str, Any] | None = None,
     ) -> tuple[dict[str, Any], str]:
         """Create a key; returns (public dict, raw key). The raw key is shown only here."""
         raw = raw_key if raw_key is not None else generate_key()
-        public = self.create(
-            "api_key", {"id": id, "tenant": tenant, "scopes": scopes, "raw_key": raw}
-        )
+        data = {"id": id, "tenant": tenant, "scopes": scopes, "raw_key": raw, "limits": limits}
+        public = self.create("api_key", data)
         return public, raw
 
     def save_policy(self, *, name: str, format: str, source: str, activate: bool) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from limits import RateLimitItem, RateLimitItemPerMinute
@@ -43,11 +43,13 @@ class CountersUnavailable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """One rate window after a hit or a look: ``used`` of ``limit``, resetting in ``reset_s``."""
+    """One rate window after a hit or a look: ``used`` of ``limit`` (at most), resetting in
+    ``reset_s``; ``over``: the hit went past the limit."""
 
     limit: int
     used: int
     reset_s: float
+    over: bool = False
 
     @property
     def remaining(self) -> int:
@@ -96,9 +98,9 @@ class _Rates:
         return item
 
     async def hit(self, name: str, limit: int, cost: int) -> Window:
-        item = self._item(limit)
-        await self._limiter.hit(item, name, cost=cost)  # counts even past the limit
-        return await self.peek(name, limit)
+        allowed = await self._limiter.hit(self._item(limit), name, cost=cost)  # counts anyway
+        window = await self.peek(name, limit)
+        return window if allowed else replace(window, over=True)
 
     async def peek(self, name: str, limit: int) -> Window:
         stats = await self._limiter.get_window_stats(self._item(limit), name)
@@ -170,6 +172,7 @@ class RedisCounters:
         pool = ConnectionPool.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
+        self._pool = pool
         self._redis: Redis = Redis(connection_pool=pool)
         storage = RedisStorage(
             url,
@@ -226,6 +229,7 @@ class RedisCounters:
 
     async def close(self) -> None:
         await self._redis.aclose()
+        await self._pool.aclose()  # a pool passed in is not closed with its clients
 
     def _spend_key(self, name: str) -> str:
         return f"{self._prefix}:spend:{name}"

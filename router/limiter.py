@@ -230,7 +230,7 @@ class Limiter:
         for subject in found:
             if subject.limits.rpm is not None:
                 window = await self.counters.hit(subject.name("rpm"), subject.limits.rpm)
-                if window.used > window.limit:
+                if window.over:
                     raise _exceeded(subject, "rpm", "requests per minute", window, tokens)
                 requests = _tightest(requests, window)
         admission.headers += rate_headers(requests, tokens)

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from registry.limits import Limits
 from registry.models import SPECS, KindSpec, UniqueScopes
 from registry.service import read_all, read_one
 from registry.validation import INT32_MAX, Count32, Slug
@@ -60,6 +61,7 @@ class NewApiKey(BaseModel):
     id: Slug
     tenant: Slug
     scopes: UniqueScopes = Field(min_length=1)
+    limits: Limits | None = None  # docs/keys.md, "Limits"
 
 
 def patch_model(spec: KindSpec) -> type[BaseModel]:
@@ -173,7 +175,10 @@ async def _create_key(body: NewApiKey, context: ContextDep, caller: AdminCaller)
     public, raw = await context.write(
         actor=caller.actor,
         operation=lambda w: w.create_api_key(
-            id=body.id, tenant=body.tenant, scopes=list(body.scopes)
+            id=body.id,
+            tenant=body.tenant,
+            scopes=list(body.scopes),
+            limits=body.limits.model_dump(exclude_none=True) if body.limits else None,
         ),
     )
     return {**public, "key": raw}
