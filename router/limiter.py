@@ -98,8 +98,9 @@ def usage_of(reported: Mapping[str, int], request_bytes: int, response_bytes: in
             math.ceil(response_bytes / BYTES_PER_TOKEN),
             estimated=True,
         )
-    prompt = prompt or 0
     completion = reported.get("completion_tokens")
+    if prompt is None:  # a total alone: all of it prompt (as embeddings count)
+        prompt = max(0, (total or 0) - (completion or 0))
     if completion is None:
         completion = max(0, (total or 0) - prompt)
     return Usage(prompt, completion)
