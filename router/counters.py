@@ -1,14 +1,16 @@
 """The counters behind limits and budgets, in one process or shared through Redis.
 
     Counters (protocol)
-    ├── LocalCounters   the embedded default: this process only (``limits``' MemoryStorage)
-    └── RedisCounters   every gateway pointed at one Redis (``redis_url``): ``limits``'
-                        RedisStorage on redis-py's asyncio client, plus Lua for leases
+    ├── LocalCounters   the embedded default: this process only (dicts)
+    └── RedisCounters   every gateway pointed at one Redis (``redis_url``): redis-py's asyncio
+                        client, one round trip per operation (small Lua scripts)
 
 Three kinds of counter, each named by the caller (``router.limiter`` builds the names):
 
-- **rates**: a fixed one-minute window per name (``limits``' FixedWindowRateLimiter): requests
-  per minute counted as they arrive, tokens per minute counted once a response's usage is known.
+- **rates**: a fixed one-minute window per name, opened by its first hit (the fixed-window
+  algorithm of the ``limits`` library, whose storages measured too slow for the request path:
+  docs/benchmarks.md, "Limits on the request path"): requests per minute counted as they
+  arrive, tokens per minute counted once a response's usage is known.
 - **leases**: requests in flight per name. In Redis each is a member of a sorted set scored by
   its expiry (``lease_ttl_s``): a gateway that dies holding leases does not hold them forever.
 - **spend**: tokens and micro-dollars per name (the name includes the budget period), seeded
@@ -23,13 +25,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
-
-from limits import RateLimitItem, RateLimitItemPerMinute
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import FixedWindowRateLimiter
-from limits.errors import StorageError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -84,43 +81,38 @@ class Counters(Protocol):
     async def close(self) -> None: ...
 
 
-class _Rates:
-    """Fixed one-minute windows over a ``limits`` storage."""
-
-    def __init__(self, storage: Storage) -> None:
-        self._limiter = FixedWindowRateLimiter(storage)
-        self._items: dict[int, RateLimitItem] = {}
-
-    def _item(self, limit: int) -> RateLimitItem:
-        item = self._items.get(limit)
-        if item is None:
-            item = self._items[limit] = RateLimitItemPerMinute(limit)
-        return item
-
-    async def hit(self, name: str, limit: int, cost: int) -> Window:
-        allowed = await self._limiter.hit(self._item(limit), name, cost=cost)  # counts anyway
-        window = await self.peek(name, limit)
-        return window if allowed else replace(window, over=True)
-
-    async def peek(self, name: str, limit: int) -> Window:
-        stats = await self._limiter.get_window_stats(self._item(limit), name)
-        reset_s = max(0.0, stats.reset_time - time.time())
-        return Window(limit, limit - stats.remaining, reset_s or WINDOW_S)
+@dataclass(slots=True)
+class _Window:
+    opened: float  # monotonic time of the window's first hit
+    used: int = 0
 
 
 class LocalCounters:
     """This process's counters (the embedded default; ``serve --workers N`` counts per worker)."""
 
     def __init__(self) -> None:
-        self._rates = _Rates(MemoryStorage())
+        self._windows: dict[str, _Window] = {}
         self._inflight: dict[str, int] = {}
         self._spend: dict[str, Spend] = {}
 
     async def hit(self, name: str, limit: int, cost: int = 1) -> Window:
-        return await self._rates.hit(name, limit, cost)
+        window = self._current(name, time.monotonic())
+        window.used += cost
+        return self._window(window, limit, over=window.used > limit)
 
     async def peek(self, name: str, limit: int) -> Window:
-        return await self._rates.peek(name, limit)
+        return self._window(self._current(name, time.monotonic()), limit)
+
+    def _current(self, name: str, now: float) -> _Window:
+        window = self._windows.get(name)
+        if window is None or now - window.opened >= WINDOW_S:
+            window = self._windows[name] = _Window(now)
+        return window
+
+    @staticmethod
+    def _window(window: _Window, limit: int, *, over: bool = False) -> Window:
+        reset_s = window.opened + WINDOW_S - time.monotonic()
+        return Window(limit, min(window.used, limit), reset_s, over)
 
     async def acquire(self, name: str, limit: int, lease: str) -> bool:
         held = self._inflight.get(name, 0)
@@ -150,6 +142,22 @@ class LocalCounters:
         return None
 
 
+# A fixed window in one round trip: add the cost, start the window's clock on its first hit,
+# answer (count, milliseconds until it resets).
+HIT = """
+local used = redis.call('INCRBY', KEYS[1], ARGV[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  ttl = tonumber(ARGV[2])
+end
+return {used, ttl}
+"""
+PEEK = """
+return {tonumber(redis.call('GET', KEYS[1]) or '0'), redis.call('PTTL', KEYS[1])}
+"""
+WINDOW_MS = WINDOW_S * 1000
+
 # A lease: drop expired members, refuse at the limit, else add this one until now + ttl. The
 # time is Redis's own (TIME), so gateways with skewed clocks agree on what has expired.
 ACQUIRE = """
@@ -174,25 +182,22 @@ class RedisCounters:
         )
         self._pool = pool
         self._redis: Redis = Redis(connection_pool=pool)
-        storage = RedisStorage(
-            url,
-            implementation="redispy",
-            key_prefix=f"{prefix}:rate",
-            wrap_exceptions=True,
-            connection_pool=pool,  # type: ignore[arg-type]  # documented: a pool is accepted
-        )
-        self._rates = _Rates(storage)
         self._prefix = prefix
         self._lease_ttl_s = lease_ttl_s
         self._acquire = self._redis.register_script(ACQUIRE)
+        self._hit = self._redis.register_script(HIT)
+        self._peek = self._redis.register_script(PEEK)
 
     async def hit(self, name: str, limit: int, cost: int = 1) -> Window:
         with _unavailable():
-            return await self._rates.hit(name, limit, cost)
+            used, ttl_ms = await self._hit(keys=[self._rate_key(name)], args=[cost, WINDOW_MS])
+        return Window(limit, min(int(used), limit), int(ttl_ms) / 1000, int(used) > limit)
 
     async def peek(self, name: str, limit: int) -> Window:
         with _unavailable():
-            return await self._rates.peek(name, limit)
+            used, ttl_ms = await self._peek(keys=[self._rate_key(name)])
+        reset_s = int(ttl_ms) / 1000 if int(ttl_ms) > 0 else WINDOW_S
+        return Window(limit, min(int(used), limit), reset_s)
 
     async def acquire(self, name: str, limit: int, lease: str) -> bool:
         with _unavailable():
@@ -231,6 +236,9 @@ class RedisCounters:
         await self._redis.aclose()
         await self._pool.aclose()  # a pool passed in is not closed with its clients
 
+    def _rate_key(self, name: str) -> str:
+        return f"{self._prefix}:rate:{name}"
+
     def _spend_key(self, name: str) -> str:
         return f"{self._prefix}:spend:{name}"
 
@@ -241,5 +249,5 @@ def _unavailable() -> Iterator[None]:
 
     try:
         yield
-    except (RedisError, StorageError, OSError) as error:
+    except (RedisError, OSError) as error:
         raise CountersUnavailable(f"{type(error).__name__}: {error}") from error

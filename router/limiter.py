@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -173,6 +174,7 @@ class Limiter:
         self._seeded: dict[str, asyncio.Task[None]] = {}
         self._warned: set[str] = set()  # soft budgets already logged (counter names)
         self._failing = False
+        self._periods: dict[str, tuple[str, datetime, datetime]] = {}
 
     async def admit(self, found: tuple[Subject, ...], request_id: str) -> Admission | None:
         """Check every limit of ``found`` (raising a 429 past one); None when Redis is down
@@ -215,11 +217,10 @@ class Limiter:
     # -- the checks, in order: budgets, tokens per minute, requests per minute, in flight ----
 
     async def _admit(self, found: tuple[Subject, ...], admission: Admission) -> Admission:
-        now = datetime.now(UTC)
         tokens: Window | None = None
         for subject in found:
             if subject.limits.budget is not None:
-                await self._check_budget(subject, subject.limits.budget, admission, now)
+                await self._check_budget(subject, subject.limits.budget, admission)
             if subject.limits.tpm is not None:
                 name = subject.name("tpm")
                 window = await self.counters.peek(name, subject.limits.tpm)
@@ -257,16 +258,23 @@ class Limiter:
                 )
             admission.leases.append(name)
 
+    def _period(self, period: Literal["day", "month"]) -> tuple[str, datetime, datetime]:
+        """The current period's bounds, computed once per period (not per request)."""
+        bounds = self._periods.get(period)
+        if bounds is None or time.time() >= bounds[2].timestamp():
+            bounds = self._periods[period] = period_bounds(period, datetime.now(UTC))
+        return bounds
+
     async def _check_budget(
-        self, subject: Subject, budget: BudgetSnap, admission: Admission, now: datetime
+        self, subject: Subject, budget: BudgetSnap, admission: Admission
     ) -> None:
-        label, start, end = period_bounds(budget.period, now)
+        label, start, end = self._period(budget.period)
         name = subject.name(f"spend:{label}")
         await self._seed(subject, name, start, end.timestamp())
         spent = await self.counters.spend(name)
         hard = _over(spent, budget.hard_tokens, budget.hard_cost_usd)
         if hard is not None:
-            retry_s = math.ceil((end - now).total_seconds())
+            retry_s = max(1, math.ceil(end.timestamp() - time.time()))
             raise BudgetExceeded(
                 f"The {budget.period}ly budget of {subject.kind} {subject.id} is spent "
                 f"({hard}). It renews at {end.isoformat()}.",
@@ -298,6 +306,8 @@ class Limiter:
         """Once per counter: start it from the audit log (requests served before this process
         started, or by other replicas before Redis kept the count)."""
         task = self._seeded.get(name)
+        if task is not None and task.done() and task.exception() is None:
+            return  # the usual case: seeded long ago
         if task is None:
             task = self._seeded[name] = asyncio.ensure_future(
                 self._load_seed(subject, name, start, end)

@@ -21,9 +21,7 @@ LIMITED = (
         "      budget: {period: day, soft_tokens: 800, hard_tokens: 1000}\n",
     ).replace(
         "    timeout_s: 30\n",
-        "    timeout_s: 30\n"
-        "    input_cost_per_mtok_usd: 0.5\n"
-        "    output_cost_per_mtok_usd: 1.5\n",
+        "    timeout_s: 30\n    input_cost_per_mtok_usd: 0.5\n    output_cost_per_mtok_usd: 1.5\n",
     )
     + KEYS
     + "    limits: {tpm: 20000, max_concurrent: 4, budget: {hard_cost_usd: 25}}\n"
