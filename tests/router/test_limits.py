@@ -326,3 +326,24 @@ def test_redis_unreachable_fails_closed_when_configured(
     assert upstream.calls == 0
     unlimited, route2, _ = limited(gw, upstream, None)  # a key without limits needs no Redis
     assert chat(gw, unlimited, route2).http_response.status_code == 200
+
+
+def test_a_client_that_leaves_gives_its_concurrency_lease_back(
+    gw: RunningGateway, upstream: FakeUpstream
+) -> None:
+    key, route, _ = limited(gw, upstream, {"max_concurrent": 1})
+    upstream.delay_s = 30.0  # the backend would hold the request far longer than the client
+    with pytest.raises(openai.APITimeoutError):
+        gw.openai(key).with_options(timeout=0.5).chat.completions.create(
+            model=route, messages=MESSAGES
+        )
+    assert upstream.abandoned.wait(10)  # the gateway noticed and closed the upstream
+    upstream.delay_s = 0.0
+
+    def admitted() -> bool:
+        try:
+            return chat(gw, key, route).http_response.status_code == 200
+        except openai.RateLimitError:  # not yet: the departure is noticed within ~0.1 s
+            return False
+
+    wait_for(admitted, what="the lease of the request whose client left")
