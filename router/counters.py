@@ -23,7 +23,7 @@ fails open or closed.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -78,7 +78,48 @@ class Counters(Protocol):
 
     async def seed_spend(self, name: str, spend: Spend, expire_at: float) -> None: ...
 
+    # Batches, one round trip each in Redis: what one request needs at each of its steps.
+
+    async def look(
+        self, spends: Sequence[str], windows: Sequence[tuple[str, int]]
+    ) -> tuple[list[Spend], list[Window]]: ...
+
+    async def hit_all(self, hits: Sequence[tuple[str, int]]) -> list[Window]: ...
+
+    async def charge(
+        self, windows: Sequence[tuple[str, int]], spends: Sequence[tuple[str, float]], spend: Spend
+    ) -> None: ...
+
+    async def release_all(self, names: Sequence[str], lease: str) -> None: ...
+
     async def close(self) -> None: ...
+
+
+class _Batches:
+    """The batch operations as loops over the single ones (in process: nothing to save)."""
+
+    async def look(
+        self: Counters, spends: Sequence[str], windows: Sequence[tuple[str, int]]
+    ) -> tuple[list[Spend], list[Window]]:
+        return [await self.spend(n) for n in spends], [await self.peek(*w) for w in windows]
+
+    async def hit_all(self: Counters, hits: Sequence[tuple[str, int]]) -> list[Window]:
+        return [await self.hit(name, limit) for name, limit in hits]
+
+    async def charge(
+        self: Counters,
+        windows: Sequence[tuple[str, int]],
+        spends: Sequence[tuple[str, float]],
+        spend: Spend,
+    ) -> None:
+        for name, limit in windows:
+            await self.hit(name, limit, spend.tokens)
+        for name, expire_at in spends:
+            await self.add_spend(name, spend, expire_at)
+
+    async def release_all(self: Counters, names: Sequence[str], lease: str) -> None:
+        for name in names:
+            await self.release(name, lease)
 
 
 @dataclass(slots=True)
@@ -87,7 +128,7 @@ class _Window:
     used: int = 0
 
 
-class LocalCounters:
+class LocalCounters(_Batches):
     """This process's counters (the embedded default; ``serve --workers N`` counts per worker)."""
 
     def __init__(self) -> None:
@@ -191,13 +232,12 @@ class RedisCounters:
     async def hit(self, name: str, limit: int, cost: int = 1) -> Window:
         with _unavailable():
             used, ttl_ms = await self._hit(keys=[self._rate_key(name)], args=[cost, WINDOW_MS])
-        return Window(limit, min(int(used), limit), int(ttl_ms) / 1000, int(used) > limit)
+        return _hit(limit, used, ttl_ms)
 
     async def peek(self, name: str, limit: int) -> Window:
         with _unavailable():
             used, ttl_ms = await self._peek(keys=[self._rate_key(name)])
-        reset_s = int(ttl_ms) / 1000 if int(ttl_ms) > 0 else WINDOW_S
-        return Window(limit, min(int(used), limit), reset_s)
+        return _peeked(limit, used, ttl_ms)
 
     async def acquire(self, name: str, limit: int, lease: str) -> bool:
         with _unavailable():
@@ -232,6 +272,58 @@ class RedisCounters:
                 pipe.expireat(key, int(expire_at) + 1)
                 await pipe.execute()
 
+    async def look(
+        self, spends: Sequence[str], windows: Sequence[tuple[str, int]]
+    ) -> tuple[list[Spend], list[Window]]:
+        if not spends and not windows:
+            return [], []
+        with _unavailable():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name in spends:
+                    pipe.hmget(self._spend_key(name), ["t", "c"])
+                for name, _ in windows:
+                    await self._peek(keys=[self._rate_key(name)], client=pipe)
+                answers: list[Any] = await pipe.execute()
+        found = [Spend(int(t or 0), int(c or 0)) for t, c in answers[: len(spends)]]
+        looks = zip(windows, answers[len(spends) :], strict=True)
+        return found, [_peeked(limit, used, ttl) for (_, limit), (used, ttl) in looks]
+
+    async def hit_all(self, hits: Sequence[tuple[str, int]]) -> list[Window]:
+        if len(hits) == 1:
+            return [await self.hit(*hits[0])]
+        with _unavailable():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name, _ in hits:
+                    await self._hit(keys=[self._rate_key(name)], args=[1, WINDOW_MS], client=pipe)
+                answers: list[Any] = await pipe.execute()
+        return [
+            _hit(limit, used, ttl) for (_, limit), (used, ttl) in zip(hits, answers, strict=True)
+        ]
+
+    async def charge(
+        self, windows: Sequence[tuple[str, int]], spends: Sequence[tuple[str, float]], spend: Spend
+    ) -> None:
+        with _unavailable():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name, _ in windows:
+                    args = [spend.tokens, WINDOW_MS]
+                    await self._hit(keys=[self._rate_key(name)], args=args, client=pipe)
+                for name, expire_at in spends:
+                    key = self._spend_key(name)
+                    pipe.hincrby(key, "t", spend.tokens)
+                    pipe.hincrby(key, "c", spend.micro_usd)
+                    pipe.expireat(key, int(expire_at) + 1)
+                await pipe.execute()
+
+    async def release_all(self, names: Sequence[str], lease: str) -> None:
+        if len(names) == 1:
+            return await self.release(names[0], lease)
+        with _unavailable():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.zrem(f"{self._prefix}:inflight:{name}", lease)
+                await pipe.execute()
+
     async def close(self) -> None:
         await self._redis.aclose()
         await self._pool.aclose()  # a pool passed in is not closed with its clients
@@ -241,6 +333,15 @@ class RedisCounters:
 
     def _spend_key(self, name: str) -> str:
         return f"{self._prefix}:spend:{name}"
+
+
+def _hit(limit: int, used: Any, ttl_ms: Any) -> Window:
+    return Window(limit, min(int(used), limit), int(ttl_ms) / 1000, int(used) > limit)
+
+
+def _peeked(limit: int, used: Any, ttl_ms: Any) -> Window:
+    reset_s = int(ttl_ms) / 1000 if int(ttl_ms) > 0 else WINDOW_S  # no window yet: a full one
+    return Window(limit, min(int(used), limit), reset_s)
 
 
 @contextmanager

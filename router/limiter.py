@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from registry.snapshot import BudgetSnap, DeploymentSnap, KeySnap, LimitsSnap, RegistrySnapshot
+from registry.snapshot import DeploymentSnap, KeySnap, LimitsSnap, RegistrySnapshot
 from router.counters import Counters, CountersUnavailable, Spend, Window
 from router.errors import BudgetExceeded, LimitExceeded, LimitsUnavailable
 
@@ -195,19 +195,15 @@ class Limiter:
             return
         spend = Spend(usage.total, micro_usd(usage, deployment))
         try:
-            for name, limit in admission.tpm:
-                await self.counters.hit(name, limit, usage.total)
-            for name, end in admission.budgets:
-                await self.counters.add_spend(name, spend, end)
+            await self.counters.charge(admission.tpm, admission.budgets, spend)
         except CountersUnavailable as error:
             log.warning("limits: usage of request %s not counted: %s", admission.lease, error)
 
     async def release(self, admission: Admission) -> None:
-        for name in admission.leases:
-            try:
-                await self.counters.release(name, admission.lease)
-            except CountersUnavailable as error:  # the lease expires on its own (its TTL)
-                log.warning("limits: lease of request %s not released: %s", admission.lease, error)
+        try:
+            await self.counters.release_all(admission.leases, admission.lease)
+        except CountersUnavailable as error:  # the leases expire on their own (their TTL)
+            log.warning("limits: leases of request %s not released: %s", admission.lease, error)
 
     async def close(self) -> None:
         for task in self._seeded.values():
@@ -217,27 +213,34 @@ class Limiter:
     # -- the checks, in order: budgets, tokens per minute, requests per minute, in flight ----
 
     async def _admit(self, found: tuple[Subject, ...], admission: Admission) -> Admission:
+        """Three steps, each one batch of counter operations (one round trip in Redis)."""
+        budgeted = [s for s in found if s.limits.budget is not None]
+        periods = [await self._budget_counter(s) for s in budgeted]
+        metered = [(s, s.name("tpm"), s.limits.tpm) for s in found if s.limits.tpm is not None]
+        spent, windows = await self.counters.look(
+            [name for name, _ in periods], [(name, limit) for _, name, limit in metered]
+        )
+        for subject, (name, end), spend in zip(budgeted, periods, spent, strict=True):
+            self._check_budget(subject, name, end, spend, admission)
         tokens: Window | None = None
-        for subject in found:
-            if subject.limits.budget is not None:
-                await self._check_budget(subject, subject.limits.budget, admission)
-            if subject.limits.tpm is not None:
-                name = subject.name("tpm")
-                window = await self.counters.peek(name, subject.limits.tpm)
-                if window.used >= window.limit:
-                    raise _exceeded(subject, "tpm", "tokens per minute", window, None)
-                admission.tpm.append((name, subject.limits.tpm))
-                tokens = _tightest(tokens, window)
-        requests: Window | None = None
-        for subject in found:
-            if subject.limits.rpm is not None:
-                window = await self.counters.hit(subject.name("rpm"), subject.limits.rpm)
-                if window.over:
-                    raise _exceeded(subject, "rpm", "requests per minute", window, tokens)
-                requests = _tightest(requests, window)
-        admission.headers += rate_headers(requests, tokens)
+        for (subject, name, limit), window in zip(metered, windows, strict=True):
+            if window.used >= window.limit:
+                raise _exceeded(subject, "tpm", "tokens per minute", window, None)
+            admission.tpm.append((name, limit))
+            tokens = _tightest(tokens, window)
+        admission.headers += rate_headers(await self._hit_rpm(found, tokens), tokens)
         await self._acquire(found, admission)
         return admission
+
+    async def _hit_rpm(self, found: tuple[Subject, ...], tokens: Window | None) -> Window | None:
+        limited = [s for s in found if s.limits.rpm is not None]
+        hits = [(s.name("rpm"), s.limits.rpm) for s in limited if s.limits.rpm is not None]
+        requests: Window | None = None
+        for subject, window in zip(limited, await self.counters.hit_all(hits), strict=True):
+            if window.over:
+                raise _exceeded(subject, "rpm", "requests per minute", window, tokens)
+            requests = _tightest(requests, window)
+        return requests
 
     async def _acquire(self, found: tuple[Subject, ...], admission: Admission) -> None:
         for subject in found:
@@ -265,13 +268,19 @@ class Limiter:
             bounds = self._periods[period] = period_bounds(period, datetime.now(UTC))
         return bounds
 
-    async def _check_budget(
-        self, subject: Subject, budget: BudgetSnap, admission: Admission
-    ) -> None:
-        label, start, end = self._period(budget.period)
+    async def _budget_counter(self, subject: Subject) -> tuple[str, datetime]:
+        """The subject's spend counter of the current period (seeded), and the period's end."""
+        assert subject.limits.budget is not None
+        label, start, end = self._period(subject.limits.budget.period)
         name = subject.name(f"spend:{label}")
         await self._seed(subject, name, start, end.timestamp())
-        spent = await self.counters.spend(name)
+        return name, end
+
+    def _check_budget(
+        self, subject: Subject, name: str, end: datetime, spent: Spend, admission: Admission
+    ) -> None:
+        budget = subject.limits.budget
+        assert budget is not None
         hard = _over(spent, budget.hard_tokens, budget.hard_cost_usd)
         if hard is not None:
             retry_s = max(1, math.ceil(end.timestamp() - time.time()))

@@ -158,3 +158,26 @@ def test_periods_are_utc_calendar_days_and_months() -> None:
         datetime(2026, 12, 1, tzinfo=UTC),
         datetime(2027, 1, 1, tzinfo=UTC),
     )
+
+
+async def test_the_batches_do_what_the_single_operations_do(counters: Counters) -> None:
+    end = time.time() + 3600
+    await counters.seed_spend("k:spend", Spend(7, 1), end)
+    spent, windows = await counters.look(["k:spend", "t:spend"], [("k:tpm", 50), ("t:tpm", 9)])
+    assert spent == [Spend(7, 1), Spend()]
+    assert [(w.limit, w.used) for w in windows] == [(50, 0), (9, 0)]
+
+    hits = await counters.hit_all([("k:rpm", 1), ("t:rpm", 5)])
+    assert [(w.used, w.over) for w in hits] == [(1, False), (1, False)]
+    assert (await counters.hit_all([("k:rpm", 1), ("t:rpm", 5)]))[0].over
+
+    await counters.charge([("k:tpm", 50), ("t:tpm", 9)], [("k:spend", end)], Spend(12, 3))
+    spent, windows = await counters.look(["k:spend"], [("k:tpm", 50), ("t:tpm", 9)])
+    assert spent == [Spend(19, 4)]
+    assert [(w.used, w.remaining) for w in windows] == [(12, 38), (9, 0)]
+
+    assert await counters.acquire("k:inflight", 1, "r1")
+    assert await counters.acquire("t:inflight", 1, "r1")
+    await counters.release_all(["k:inflight", "t:inflight"], "r1")
+    assert await counters.acquire("k:inflight", 1, "r2")
+    assert await counters.acquire("t:inflight", 1, "r2")
