@@ -173,3 +173,34 @@ def test_a_new_gateway_process_starts_from_the_spend_in_the_audit_log(
         chat(fresh, key, route)
     assert refused.value.code == "budget_exceeded"
     assert upstream.calls == 3
+
+
+def test_two_gateways_sharing_redis_spend_one_budget(
+    gw: RunningGateway,
+    upstream: FakeUpstream,
+    gateway_factory: Callable[..., RunningGateway],
+) -> None:
+    shared = {"redis_url": "redis://127.0.0.1:6379/0", "redis_key_prefix": uid("test")}
+    first = gateway_factory(
+        seeded=False,
+        database_url=gw.app.gateway.settings.database_url,
+        admin_key=gw.admin_key,
+        **shared,
+    )
+    second = gateway_factory(
+        seeded=False,
+        database_url=gw.app.gateway.settings.database_url,
+        admin_key=gw.admin_key,
+        **shared,
+    )
+    key, route, _, _ = budgeted(gw, upstream, {"hard_tokens": 25})
+    for replica in (first, second):
+        wait_for(lambda r=replica: route in r.app.gateway.table.snapshot.routes, what="route")
+    chat(first, key, route)  # 10
+    chat(second, key, route)  # 20: the second replica sees the first one's 10
+    chat(first, key, route)  # 20 < 25 before it: admitted, 30 after
+    for replica in (second, first):
+        with pytest.raises(openai.RateLimitError) as refused:
+            chat(replica, key, route)
+        assert refused.value.code == "budget_exceeded"
+    assert upstream.calls == 3

@@ -348,3 +348,20 @@ def test_a_client_that_leaves_gives_its_concurrency_lease_back(
             return False
 
     wait_for(admitted, what="the lease of the request whose client left")
+
+
+def test_the_redis_url_comes_from_either_variable_and_failure_modes_are_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydantic import ValidationError
+
+    from router.settings import Settings
+
+    monkeypatch.setenv("REDIS_URL", "redis://10.0.0.1:6379/0")
+    assert Settings(_env_file=None).redis_url is not None  # type: ignore[call-arg]
+    monkeypatch.setenv("PROVENANCE_ROUTER_REDIS_URL", "redis://10.0.0.2:6379/0")
+    url = Settings(_env_file=None).redis_url  # type: ignore[call-arg]
+    assert url is not None and url.get_secret_value() == "redis://10.0.0.2:6379/0"
+    assert "10.0.0.2" not in repr(url)  # it may hold a password: never printed
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, limits_redis_failure="maybe")  # type: ignore[call-arg]
