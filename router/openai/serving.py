@@ -109,6 +109,7 @@ class Exchange:
     error_code: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
     request_bytes: int = 0
+    response_bytes: int = 0  # relayed so far (usage estimate when a backend reports none)
     limiter: Limiter | None = None  # set when the key or its tenant has limits
     admission: Admission | None = None  # what the limiter granted, until settled
     limit: str | None = None  # the limit that refused the request (audited), e.g. key:rpm
@@ -150,7 +151,7 @@ class Exchange:
             self.recorded = True
             self.audit.record(self.audit_record())
 
-    async def finish_limits(self, response_bytes: int = 0) -> None:
+    async def finish_limits(self) -> None:
         """Charge a served request's usage to its limits and release its leases, once; called
         before the response's last byte, so a client's next request sees them."""
         admission, limiter = self.admission, self.limiter
@@ -158,7 +159,7 @@ class Exchange:
             return
         self.admission = None
         if self.chosen is not None and (admission.tpm or admission.budgets):
-            usage = usage_of(self.usage, self.request_bytes, response_bytes)
+            usage = usage_of(self.usage, self.request_bytes, self.response_bytes)
             deployment = self.table.snapshot.deployments.get(self.chosen)
             await limiter.settle(admission, usage, deployment)
         if admission.leases:
@@ -419,7 +420,8 @@ async def _relay_body(exchange: Exchange, response: UpstreamResponse, send: Send
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     exchange.status, exchange.http_status = "ok", response.status
     exchange.usage = _usage(body[-512:])
-    await exchange.finish_limits(len(body))
+    exchange.response_bytes = len(body)
+    await exchange.finish_limits()
     exchange.close()
     await send({"type": "http.response.body", "body": body})
 
@@ -439,12 +441,11 @@ async def _relay_stream(
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     exchange.status, exchange.http_status, exchange.responded = "ok", response.status, True
     previous = last = b""
-    size = 0
     try:
         async for chunk in response.chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             previous, last = last, chunk
-            size += len(chunk)
+            exchange.response_bytes += len(chunk)
     except UpstreamError as error:
         if departure.left:  # we closed the upstream because the client left
             return
@@ -463,7 +464,7 @@ async def _relay_stream(
         # stream was delivered whole. Only a disconnect before [DONE] is a broken-off request.
         if departure.left and not tail.rstrip().endswith(b"data: [DONE]"):
             exchange.status, exchange.error_code = CLIENT_DISCONNECTED, CLIENT_DISCONNECTED
-    await exchange.finish_limits(size)
+    await exchange.finish_limits()
     exchange.close()
     await send({"type": "http.response.body", "body": b""})
 
