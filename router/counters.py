@@ -3,7 +3,7 @@
     Counters (protocol)
     ├── LocalCounters   the embedded default: this process only (dicts)
     └── RedisCounters   every gateway pointed at one Redis (``redis_url``): redis-py's asyncio
-                        client, one round trip per operation (small Lua scripts)
+                        client (Redis 7 or later), one round trip per batch of operations
 
 Three kinds of counter, each named by the caller (``router.limiter`` builds the names):
 
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.client import Pipeline
 
 WINDOW_S = 60  # rates are per minute
 
@@ -183,20 +184,6 @@ class LocalCounters(_Batches):
         return None
 
 
-# A fixed window in one round trip: add the cost, start the window's clock on its first hit,
-# answer (count, milliseconds until it resets).
-HIT = """
-local used = redis.call('INCRBY', KEYS[1], ARGV[1])
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  ttl = tonumber(ARGV[2])
-end
-return {used, ttl}
-"""
-PEEK = """
-return {tonumber(redis.call('GET', KEYS[1]) or '0'), redis.call('PTTL', KEYS[1])}
-"""
 WINDOW_MS = WINDOW_S * 1000
 
 # A lease: drop expired members, refuse at the limit, else add this one until now + ttl. The
@@ -226,18 +213,26 @@ class RedisCounters:
         self._prefix = prefix
         self._lease_ttl_s = lease_ttl_s
         self._acquire = self._redis.register_script(ACQUIRE)
-        self._hit = self._redis.register_script(HIT)
-        self._peek = self._redis.register_script(PEEK)
+
+    # A fixed window is a key counting up, given its expiry by its first hit (PEXPIRE NX: Redis
+    # 7 or later). Plain commands, so that a request's operations share one pipeline.
+
+    def _queue_hit(self, pipe: Pipeline, name: str, cost: int) -> None:
+        key = self._rate_key(name)
+        pipe.incrby(key, cost)
+        pipe.pexpire(key, WINDOW_MS, nx=True)
+        pipe.pttl(key)
+
+    def _queue_peek(self, pipe: Pipeline, name: str) -> None:
+        key = self._rate_key(name)
+        pipe.get(key)
+        pipe.pttl(key)
 
     async def hit(self, name: str, limit: int, cost: int = 1) -> Window:
-        with _unavailable():
-            used, ttl_ms = await self._hit(keys=[self._rate_key(name)], args=[cost, WINDOW_MS])
-        return _hit(limit, used, ttl_ms)
+        return (await self.hit_all([(name, limit)], cost))[0]
 
     async def peek(self, name: str, limit: int) -> Window:
-        with _unavailable():
-            used, ttl_ms = await self._peek(keys=[self._rate_key(name)])
-        return _peeked(limit, used, ttl_ms)
+        return (await self.look([], [(name, limit)]))[1][0]
 
     async def acquire(self, name: str, limit: int, lease: str) -> bool:
         with _unavailable():
@@ -282,22 +277,22 @@ class RedisCounters:
                 for name in spends:
                     pipe.hmget(self._spend_key(name), ["t", "c"])
                 for name, _ in windows:
-                    await self._peek(keys=[self._rate_key(name)], client=pipe)
+                    self._queue_peek(pipe, name)
                 answers: list[Any] = await pipe.execute()
         found = [Spend(int(t or 0), int(c or 0)) for t, c in answers[: len(spends)]]
-        looks = zip(windows, answers[len(spends) :], strict=True)
-        return found, [_peeked(limit, used, ttl) for (_, limit), (used, ttl) in looks]
+        rest = answers[len(spends) :]
+        return found, [
+            _peeked(limit, rest[2 * i], rest[2 * i + 1]) for i, (_, limit) in enumerate(windows)
+        ]
 
-    async def hit_all(self, hits: Sequence[tuple[str, int]]) -> list[Window]:
-        if len(hits) == 1:
-            return [await self.hit(*hits[0])]
+    async def hit_all(self, hits: Sequence[tuple[str, int]], cost: int = 1) -> list[Window]:
         with _unavailable():
             async with self._redis.pipeline(transaction=False) as pipe:
                 for name, _ in hits:
-                    await self._hit(keys=[self._rate_key(name)], args=[1, WINDOW_MS], client=pipe)
+                    self._queue_hit(pipe, name, cost)
                 answers: list[Any] = await pipe.execute()
         return [
-            _hit(limit, used, ttl) for (_, limit), (used, ttl) in zip(hits, answers, strict=True)
+            _hit(limit, answers[3 * i], answers[3 * i + 2]) for i, (_, limit) in enumerate(hits)
         ]
 
     async def charge(
@@ -306,8 +301,7 @@ class RedisCounters:
         with _unavailable():
             async with self._redis.pipeline(transaction=False) as pipe:
                 for name, _ in windows:
-                    args = [spend.tokens, WINDOW_MS]
-                    await self._hit(keys=[self._rate_key(name)], args=args, client=pipe)
+                    self._queue_hit(pipe, name, spend.tokens)
                 for name, expire_at in spends:
                     key = self._spend_key(name)
                     pipe.hincrby(key, "t", spend.tokens)
@@ -341,7 +335,7 @@ def _hit(limit: int, used: Any, ttl_ms: Any) -> Window:
 
 def _peeked(limit: int, used: Any, ttl_ms: Any) -> Window:
     reset_s = int(ttl_ms) / 1000 if int(ttl_ms) > 0 else WINDOW_S  # no window yet: a full one
-    return Window(limit, min(int(used), limit), reset_s)
+    return Window(limit, min(int(used or 0), limit), reset_s)
 
 
 @contextmanager
