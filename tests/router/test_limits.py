@@ -171,7 +171,7 @@ def test_concurrent_requests_past_the_limit_are_refused_until_one_ends(
     gw: RunningGateway, upstream: FakeUpstream
 ) -> None:
     key, route, _ = limited(gw, upstream, {"max_concurrent": 1})
-    upstream.delay_s = 1.0
+    upstream.delay_s = 3.0  # holds the lease well past the refused request, even under load
     held = threading.Thread(target=chat, args=(gw, key, route))
     held.start()
     assert upstream.arrived.wait(10)
@@ -292,7 +292,7 @@ def test_a_request_in_flight_on_one_gateway_counts_on_the_other(
     second = replica(gateway_factory, first, **shared)
     key, route, _ = limited(first, upstream, {"max_concurrent": 1})
     wait_for(lambda: route in second.app.gateway.table.snapshot.routes, what="second gateway")
-    upstream.delay_s = 1.0
+    upstream.delay_s = 3.0  # holds the lease well past the refused request, even under load
     held = threading.Thread(target=chat, args=(first, key, route))
     held.start()
     assert upstream.arrived.wait(10)
