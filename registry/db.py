@@ -46,7 +46,7 @@ from registry.errors import BusyError, SchemaTooNew
 
 # The newest migration. Checked against alembic's own view of the scripts by a test, so it
 # cannot go stale; it lets a restart skip importing alembic (~0.4 s) when nothing is to do.
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 WRITE_OPTION = "registry_write"  # execution option marking a registry write transaction
 # The defaults of router.settings.Settings (database_pool_size, ...), for callers without one.
 POOL_SIZE = 5

@@ -44,6 +44,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from registry.keys import MIN_KEY_LENGTH
+from registry.limits import Limits
 from registry.snapshot import (
     WEIGHTS,
     AdapterKind,
@@ -458,6 +459,9 @@ class DeploymentBase(ClaimedBase):
     timeout_s: Number = Field(default=60.0, gt=0)
     enabled: Flag = True
     review_status: ReviewStatus = Field(default="approved", sa_type=String)
+    # Prices in US dollars per million tokens, for cost budgets (docs/keys.md, "Budgets").
+    input_cost_per_mtok_usd: Amount | None = None
+    output_cost_per_mtok_usd: Amount | None = None
 
 
 class Deployment(DeploymentBase, Tracked, table=True):
@@ -533,6 +537,8 @@ class TenantBase(SQLModel):
     attributes: dict[str, str] = Field(default_factory=dict, sa_type=JSONType)
     # The purposes this tenant's requests may declare (``X-Purpose``); any other is refused.
     purposes: list[Purpose] = Field(default_factory=list, sa_type=JSONType)
+    # Rate limits and a budget for all of the tenant's keys together (docs/keys.md).
+    limits: Limits | None = Field(default=None, sa_type=JSONType)
 
 
 class Tenant(TenantBase, Tracked, table=True):
@@ -571,6 +577,8 @@ class ApiKeyBase(SQLModel):
     # Allow-lists: None = no restriction beyond the tenant's policy (they only ever narrow it).
     allowed_routes: UniqueRouteNames | None = Field(default=None, sa_type=JSONType)
     allowed_models: UniqueModelIds | None = Field(default=None, sa_type=JSONType)
+    # Rate limits and a budget of this key, on top of its tenant's (docs/keys.md).
+    limits: Limits | None = Field(default=None, sa_type=JSONType)
 
 
 class ApiKey(ApiKeyBase, Tracked, table=True):
@@ -674,6 +682,8 @@ class RoutingDecision(SQLModel, table=True):
             "route",
             "total_tokens",
         ),
+        # A key's spend over a budget period (registry.spend; migration 0008).
+        Index("ix_routing_decisions_key_spend", "key_id", "created_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigIntId)

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, RowMapping, Table, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement, and_, or_
 
+from registry.limits import limits_snap
 from registry.models import (
     SPECS,
     DecisionEvaluation,
@@ -481,6 +482,8 @@ _DEPLOYMENT_COPIED = (
     "timeout_s",
     "enabled",
     "review_status",
+    "input_cost_per_mtok_usd",
+    "output_cost_per_mtok_usd",
 )
 
 
@@ -533,6 +536,7 @@ def _tenant(row: RowMapping) -> TenantSnap:
             for value in row["purposes"] or ()
             if (purpose := _mapped(value, check_purpose, f"a purpose of tenant {row['id']}"))
         ),
+        limits=limits_snap(row["limits"]),
     )
 
 
@@ -550,6 +554,7 @@ def _key(row: RowMapping, *, previous: bool = False) -> KeySnap:
         rotated=previous,
         allowed_routes=None if routes is None else frozenset(routes),
         allowed_models=None if models is None else frozenset(models),
+        limits=limits_snap(row["limits"]),
     )
 
 

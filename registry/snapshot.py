@@ -194,6 +194,8 @@ class DeploymentSnap(Claimed):
     timeout_s: float = 60.0
     enabled: bool = True
     review_status: ReviewStatus = "approved"
+    input_cost_per_mtok_usd: float | None = None  # price per million prompt tokens
+    output_cost_per_mtok_usd: float | None = None  # price per million completion tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +206,27 @@ class RouteSnap:
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetSnap:
+    """Spend allowed per calendar period (UTC); None: no threshold of that kind."""
+
+    period: Literal["day", "month"] = "month"
+    soft_tokens: int | None = None
+    hard_tokens: int | None = None
+    soft_cost_usd: float | None = None
+    hard_cost_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSnap:
+    """A tenant's or a key's limits (``registry.limits``); None: no limit of that kind."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    budget: BudgetSnap | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TenantSnap:
     id: str
     name: str = ""
@@ -211,6 +234,7 @@ class TenantSnap:
     default_classification: str = "internal"
     attributes: Mapping[str, str] = field(default_factory=dict)
     purposes: frozenset[str] = frozenset()  # what X-Purpose may declare; empty: nothing
+    limits: LimitsSnap | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +254,7 @@ class KeySnap:
     # What the key may name as ``model`` (None: no restriction beyond the tenant's policy).
     allowed_routes: frozenset[str] | None = None
     allowed_models: frozenset[str] | None = None
+    limits: LimitsSnap | None = None  # rate limits and a budget (docs/keys.md)
 
     @property
     def restricted(self) -> bool:

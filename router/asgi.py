@@ -144,6 +144,7 @@ def create_app(
         from router.admin.policies import policy_router
         from router.admin.reports import reports_router
         from router.admin.signing import signing_router
+        from router.admin.spend import spend_router
         from router.console import mount_console
 
         admin = build_admin_app(
@@ -155,6 +156,7 @@ def create_app(
                 policy_router(lambda: gateway.table),
                 reports_router(lambda: gateway.table),
                 signing_router(lambda: gateway.signer),
+                spend_router(lambda: gateway.table),
             ],
         )
         mount_console(admin, lambda: gateway.table, lambda: gateway.signer)

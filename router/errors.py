@@ -11,12 +11,16 @@
     ├── Conflict                409  invalid_request_error / version_conflict
     ├── PayloadTooLarge         413  invalid_request_error / request_too_large
     ├── RateLimited             429  rate_limit_error (upstream 429 passed through)
+    │   └── LimitExceeded       429  rate_limit_error / rate_limit_exceeded (a key's or
+    │       │                        tenant's own limit: Retry-After, x-ratelimit-* headers)
+    │       └── BudgetExceeded  429  insufficient_quota / budget_exceeded (hard budget)
     ├── InternalError           500  api_error / internal_error
     ├── UpstreamFailed          502  api_error / upstream_error
     ├── NoBackendAvailable      503  api_error / no_backend_available
     ├── RegistryBusy            503  api_error / registry_busy (the gateway's own database)
     ├── RegistryUnavailable     503  api_error / registry_unavailable (snapshot too stale)
     ├── GatewaySaturated        503  api_error / gateway_saturated (no free upstream connection)
+    ├── LimitsUnavailable       503  api_error / limits_unavailable (Redis down, fail closed)
     └── UpstreamTimedOut        504  api_error / upstream_timeout
 
 The status/type/code of each class is fixed here and nowhere else; the official SDK maps the
@@ -137,6 +141,27 @@ class RateLimited(GatewayError):
     code = "rate_limit_exceeded"
 
 
+class LimitExceeded(RateLimited):
+    """A key's or its tenant's own limit refused the request (``router.limiter``); ``limit``
+    names the limit that fired (e.g. ``key:rpm``), ``headers`` are the response's
+    ``Retry-After`` and ``x-ratelimit-*`` headers."""
+
+    def __init__(
+        self, message: str, *, limit: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.headers = headers
+
+
+class BudgetExceeded(LimitExceeded):
+    """A hard budget is spent. 429 as OpenAI answers an exhausted quota (its SDK raises
+    ``RateLimitError``), with a code of its own: waiting a minute does not help."""
+
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+
+
 class UpstreamFailed(GatewayError):
     status = 502
     type = "api_error"
@@ -176,6 +201,15 @@ class GatewaySaturated(GatewayError):
     status = 503
     type = "api_error"
     code = "gateway_saturated"
+
+
+class LimitsUnavailable(GatewayError):
+    """The shared limit counters (Redis) did not answer and ``limits_redis_failure`` is
+    ``closed``: no request is served past a limit that cannot be checked."""
+
+    status = 503
+    type = "api_error"
+    code = "limits_unavailable"
 
 
 class UpstreamTimedOut(GatewayError):

@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -36,6 +37,7 @@ from registry.changes import ChangeSignal, can_signal, open_signal
 from registry.db import session_scope
 from registry.service import load_snapshot, registry_version
 from registry.snapshot import RegistrySnapshot
+from registry.spend import deployment_prices, spend
 from router.audit import (
     AuditWriter,
     ChainedStore,
@@ -44,11 +46,13 @@ from router.audit import (
     store_batch,
 )
 from router.audit_journal import Journal
+from router.counters import Counters, LocalCounters, RedisCounters, Spend
 from router.departure import DepartureWatch
 from router.errors import RegistryUnavailable
 from router.exposure import record_version_facts
 from router.health import BackendHealth
 from router.keys import KeyUsage
+from router.limiter import Limiter, SubjectKind
 from router.metrics import GatewayMetrics, GatewayState
 from router.policy import PolicyEngine
 from router.receipts import BatchSigner
@@ -76,6 +80,18 @@ def upstream_limits(settings: Settings) -> Limits:
         max_header_bytes=settings.upstream_max_header_bytes,
         max_headers=settings.upstream_max_headers,
         max_body_bytes=settings.upstream_max_body_bytes,
+    )
+
+
+def limit_counters(settings: Settings) -> Counters:
+    """In this process, or shared through Redis when ``redis_url`` is set."""
+    if settings.redis_url is None:
+        return LocalCounters()
+    return RedisCounters(
+        settings.redis_url.get_secret_value(),
+        prefix=settings.redis_key_prefix,
+        lease_ttl_s=settings.limits_lease_ttl_s,
+        timeout_s=settings.redis_timeout_s,
     )
 
 
@@ -124,6 +140,15 @@ class Gateway:
         )
         self.departures = DepartureWatch(settings.disconnect_check_s)
         self.key_usage = KeyUsage(engine, flush_s=settings.key_last_used_flush_s)
+        metrics = self.telemetry.metrics
+        self.limiter = Limiter(
+            limit_counters(settings),
+            fail_closed=settings.limits_redis_failure == "closed",
+            spend_source=self._spend_since,
+            on_soft_budget=(lambda kind: metrics.budget_soft.labels(kind).inc())
+            if metrics is not None
+            else None,
+        )
         self.signer: Signer | None = None
         self.receipts: BatchSigner | None = None  # signs /v1 responses' receipts, in batches
         self.rng = random.Random()
@@ -190,6 +215,7 @@ class Gateway:
                 await asyncio.gather(task, return_exceptions=True)
         await self.audit.stop()
         await self.key_usage.stop()
+        await self.limiter.close()
         await asyncio.to_thread(self.telemetry.shutdown)
         for adapter in {id(a): a for a in self._adapters.values()}.values():
             await adapter.close()  # the OpenAI-compatible adapter closes the shared session
@@ -252,6 +278,21 @@ class Gateway:
                 else None
             ),
         )
+
+    def _spend_since(self, kind: SubjectKind, subject_id: str, since: datetime) -> Spend:
+        """What the audit log holds of a key's or tenant's spend since ``since`` (blocking:
+        the limiter calls it in a thread, once per budget counter)."""
+        key_id, tenant_id = (subject_id, None) if kind == "key" else (None, subject_id)
+        prices = deployment_prices(self.table.snapshot)
+        rows = spend(
+            engine=self.engine,
+            group_by=kind,
+            since=since,
+            prices=prices,
+            key_id=key_id,
+            tenant_id=tenant_id,
+        )
+        return Spend(rows[0].total_tokens, rows[0].micro_usd) if rows else Spend()
 
     def _start_local_model(self) -> None:
         from adapters.local_llamacpp import LocalModelServer

@@ -135,6 +135,12 @@ class GatewayMetrics:
             ("deployment", "kind"),
             registry=registry,
         )
+        self.budget_soft = PromCounter(
+            f"{PREFIX}_budget_soft_exceeded",
+            "Budgets past their soft threshold (once per key or tenant, period and process)",
+            ("subject",),  # key or tenant: never its id
+            registry=registry,
+        )
         self.audit_write = Histogram(
             f"{PREFIX}_audit_write_seconds",
             "Time to store one batch of audit records",

@@ -143,6 +143,20 @@ class Settings(BaseSettings):
     import_timeout_s: float = Field(default=10.0, gt=0)
     import_digest_cache: Path = Field(default_factory=default_import_digest_cache)
 
+    # -- limits and budgets of keys and tenants (docs/keys.md) ---------------------------------
+    # Counters shared by every gateway through this Redis (redis://host:port/db); unset: in
+    # this process only (``serve --workers N``: per worker).
+    redis_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PROVENANCE_ROUTER_REDIS_URL", "REDIS_URL"),
+    )
+    redis_key_prefix: str = Field(default="provenance-router", min_length=1)  # of every key
+    redis_timeout_s: float = Field(default=0.5, gt=0)  # connect and each command, then failure
+    # When Redis does not answer: open (allow, log a warning) or closed (503 limits_unavailable)
+    limits_redis_failure: Literal["open", "closed"] = "open"
+    # A concurrency lease in Redis expires after this long even if its gateway died holding it
+    limits_lease_ttl_s: float = Field(default=300.0, gt=0)
+
     # -- observability (docs/observability.md) ----------------------------------------------
     metrics_enabled: bool = True  # serve /metrics (Prometheus text format)
     # when set, /metrics requires "Authorization: Bearer <this token>"; unset: open

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from registry.limits import Limits
 from registry.models import (
     SPECS,
     KeyNote,
@@ -79,6 +80,7 @@ class NewApiKey(BaseModel):
     allowed_models: UniqueModelIds | None = Field(
         default=None, description="Model ids the key may call or be served by (None: any)"
     )
+    limits: Limits | None = None  # docs/keys.md, "Limits"
 
 
 class RotateApiKey(BaseModel):

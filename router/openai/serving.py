@@ -29,6 +29,7 @@ from router.errors import (
     BadRequest,
     GatewayError,
     InternalError,
+    LimitExceeded,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -37,6 +38,7 @@ from router.errors import (
 )
 from router.gateway import Gateway
 from router.keys import usable_key
+from router.limiter import Admission, Limiter, subjects, usage_of
 from router.openai.models import model_list, one_model, visible_models
 from router.openai.protocol import (
     OPERATIONS,
@@ -106,6 +108,12 @@ class Exchange:
     http_status: int = 500
     error_code: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
+    request_bytes: int = 0
+    response_bytes: int = 0  # relayed so far (usage estimate when a backend reports none)
+    limiter: Limiter | None = None  # set when the key or its tenant has limits
+    admission: Admission | None = None  # what the limiter granted, until settled
+    limit: str | None = None  # the limit that refused the request (audited), e.g. key:rpm
+    limit_headers: tuple[tuple[bytes, bytes], ...] = ()  # that refusal's Retry-After, ...
 
     def audit_record(self, status: str | None = None) -> AuditRecord:
         """The plain record the audit writer stores (``status`` overrides, for the
@@ -120,7 +128,7 @@ class Exchange:
             requested_model=self.model,
             route=self.model if self.model in table.snapshot.routes else None,
             action=self.action or "unknown",
-            context=_context_dict(self.context),
+            context=_context_dict(self.context, self.limit),
             evaluation=table.audit_evaluation(self.decisions) if self.decisions else None,
             chosen_deployment=self.chosen,
             attempts=tuple((a.deployment_id, a.outcome, a.latency_ms) for a in self.log.attempts),
@@ -143,6 +151,20 @@ class Exchange:
             self.recorded = True
             self.audit.record(self.audit_record())
 
+    async def finish_limits(self) -> None:
+        """Charge a served request's usage to its limits and release its leases, once; called
+        before the response's last byte, so a client's next request sees them."""
+        admission, limiter = self.admission, self.limiter
+        if admission is None or limiter is None:
+            return
+        self.admission = None
+        if self.chosen is not None and (admission.tpm or admission.budgets):
+            usage = usage_of(self.usage, self.request_bytes, self.response_bytes)
+            deployment = self.table.snapshot.deployments.get(self.chosen)
+            await limiter.settle(admission, usage, deployment)
+        if admission.leases:
+            await limiter.release(admission)
+
 
 async def serve_v1(gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one ``/v1`` request. Every request but a successful model listing leaves an audit
@@ -157,6 +179,8 @@ async def serve_v1(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
     try:
         await _dispatch(gateway, exchange, scope, receive, send)
     except GatewayError as error:
+        if isinstance(error, LimitExceeded):
+            exchange.limit, exchange.limit_headers = error.limit, error.headers
         allow = error.allow if isinstance(error, MethodNotAllowed) else ()
         await _fail(send, exchange, error.status, error.error_code, error.body(), allow)
     except UpstreamHTTPError as error:  # non-transient: see _rejection
@@ -175,6 +199,7 @@ async def serve_v1(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
         exchange.log.release()
         if exchange.action != "list" or exchange.status != "ok":
             exchange.close()
+        await exchange.finish_limits()  # when no response finished them (e.g. a disconnect)
 
 
 async def _fail(
@@ -185,7 +210,7 @@ async def _fail(
     body: bytes,
     allow: tuple[str, ...] = (),
 ) -> None:
-    exchange.status = "denied" if status == 403 else "error"
+    exchange.status = "denied" if status == 403 or exchange.limit else "error"
     exchange.http_status, exchange.error_code = status, code
     await _send_error(send, exchange, status, body, allow)
 
@@ -284,6 +309,7 @@ async def _serve_operation(
     key, table = exchange.key, exchange.table
     assert key is not None
     raw = await read_body(receive, headers.content_length, gateway.settings.max_request_body_bytes)
+    exchange.request_bytes = len(raw)
     request = parse_request(raw, operation)
     exchange.model = request.model
     exchange.context = request_context(table, key, headers)
@@ -300,6 +326,10 @@ async def _serve_operation(
     exchange.decisions = routed.decisions
     if not routed.ordered:
         raise not_served(table, request.model, routed.decisions)
+    limited = subjects(table.snapshot, key)
+    if limited:  # docs/keys.md: a 429 here, before any backend is called
+        exchange.limiter = gateway.limiter
+        exchange.admission = await gateway.limiter.admit(limited, exchange.request_id)
     if exchange.audit.journal is not None:  # strict: a backend call leaves a record
         exchange.audit.begin(exchange.audit_record(status="interrupted"))
 
@@ -357,6 +387,9 @@ async def _response_headers(
     if exchange.chosen is not None:
         headers.extend(table.headers[exchange.chosen])
     headers.append((b"x-provenance-policy-version", str(table.policy_version).encode()))
+    if exchange.admission is not None:
+        headers.extend(exchange.admission.headers)
+    headers.extend(exchange.limit_headers)
     if exchange.receipts is not None:
         headers.append((RECEIPT_HEADER, await _receipt(exchange, exchange.receipts, status)))
     return headers
@@ -390,6 +423,8 @@ async def _relay_body(exchange: Exchange, response: UpstreamResponse, send: Send
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     exchange.status, exchange.http_status = "ok", response.status
     exchange.usage = _usage(body[-512:])
+    exchange.response_bytes = len(body)
+    await exchange.finish_limits()
     exchange.close()
     await send({"type": "http.response.body", "body": body})
 
@@ -413,6 +448,7 @@ async def _relay_stream(
         async for chunk in response.chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             previous, last = last, chunk
+            exchange.response_bytes += len(chunk)
     except UpstreamError as error:
         if departure.left:  # we closed the upstream because the client left
             return
@@ -431,6 +467,7 @@ async def _relay_stream(
         # stream was delivered whole. Only a disconnect before [DONE] is a broken-off request.
         if departure.left and not tail.rstrip().endswith(b"data: [DONE]"):
             exchange.status, exchange.error_code = CLIENT_DISCONNECTED, CLIENT_DISCONNECTED
+    await exchange.finish_limits()
     exchange.close()
     await send({"type": "http.response.body", "body": b""})
 
@@ -493,6 +530,7 @@ async def _send_error(
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
+    await exchange.finish_limits()
     exchange.close()
     await send({"type": "http.response.body", "body": body})
 
@@ -529,11 +567,14 @@ def _rejection(error: UpstreamHTTPError, request_id: str) -> tuple[int, bytes]:
     return error.status, orjson.dumps(envelope)
 
 
-def _context_dict(context: RequestContext | None) -> dict[str, Any] | None:
+def _context_dict(context: RequestContext | None, limit: str | None) -> dict[str, Any] | None:
     if context is None:
         return None
-    return {
+    values = {
         "classification": context.classification,
         "purpose": context.purpose,
         "caller_region": context.caller_region,
     }
+    if limit is not None:  # the limit that refused the request (docs/keys.md)
+        values["limit"] = limit
+    return values
