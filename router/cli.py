@@ -142,6 +142,7 @@ def _register_subcommands() -> None:
     from router.cli_audit import register as register_audit
     from router.cli_backup import register as register_backup
     from router.cli_db import register as register_db
+    from router.cli_export import register as register_export
     from router.cli_gitops import register as register_gitops
     from router.cli_import import register as register_import
     from router.cli_keys import register as register_keys
@@ -152,6 +153,7 @@ def _register_subcommands() -> None:
     from router.cli_weights import register as register_weights
 
     register_gitops(app)
+    register_export(app)
     register_policy(app)
     register_keys(app)
     register_backup(app)

@@ -65,12 +65,9 @@ OutputOption = Annotated[
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``apply`` and ``export`` to the main command line (``export`` is a group: with no
-    subcommand it runs ``export_command``; ``export cyclonedx`` is ``router.cli_export``'s)."""
-    from router.cli_export import register as register_export  # it imports this module
-
+    """Add ``apply`` to the main command line. ``export`` is ``router.cli_export``'s group:
+    with no subcommand it runs this module's ``export_command``."""
     app.command("apply")(apply_command)
-    register_export(app)
 
 
 def apply_command(

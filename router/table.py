@@ -10,7 +10,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from adapters.base import BackendTarget
 from registry.audit_record import Evaluation
@@ -24,10 +24,18 @@ from router.policy import (
     candidate_deployments,
 )
 
-if TYPE_CHECKING:
-    from router.openai.models import VisibleModel
-
 Headers = tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class VisibleModel:
+    """One entry of ``GET /v1/models`` (``router.openai.models`` builds it; the table caches
+    each caller's list)."""
+
+    name: str
+    entry: dict[str, Any]
+
+
 CACHE_MAX = 65_536
 # The enabled deployments the policy allows, and every enabled candidate's decision.
 Filtered = tuple[tuple[DeploymentSnap, ...], tuple[CandidateDecision, ...]]

@@ -8,7 +8,6 @@ the effective licenses and where the allowed deployments run.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -17,13 +16,7 @@ from registry.snapshot import DeploymentSnap, KeySnap
 from router.errors import NotFound
 from router.policy import RequestContext
 from router.routing import allowed_for_key, key_refusal
-from router.table import RoutingTable
-
-
-@dataclass(frozen=True, slots=True)
-class VisibleModel:
-    name: str
-    entry: dict[str, Any]
+from router.table import RoutingTable, VisibleModel
 
 
 def describe(table: RoutingTable, name: str, allowed: Sequence[DeploymentSnap]) -> VisibleModel:
