@@ -72,10 +72,11 @@ class Signature:
 
 def file_sha256(engine: Engine, path: Path) -> str:
     """The SHA-256 (hex) of ``path``, streamed; remembered while size and mtime hold."""
-    return _remembered(engine, f"sha256 {path.resolve()}", path, lambda: _sha256(path))
+    return _remembered(engine, f"sha256 {path.resolve()}", path, lambda: sha256_of(path))
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The SHA-256 (hex) of ``path``, read in 1 MiB chunks (never loaded whole)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(CHUNK_BYTES):

@@ -15,7 +15,6 @@ cannot be read is ignored (and rewritten), never trusted half-way.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,8 +23,8 @@ from typing import Any
 
 from registry.importers.errors import ImportFailed
 from registry.importers.found import Discovery, Fact, FoundModel, Parent, model_key, slug
+from registry.weights import sha256_of
 
-BLOCK = 1 << 20
 # llama.cpp's file name convention ends with the encoding: ``SmolLM2-135M-Instruct.Q4_1``,
 # ``Llama-3.1-8B-Instruct-Q4_K_M``, ``model-f16``.
 _ENCODING = re.compile(r"[.-](?:I?Q\d[A-Z0-9_]*|[BF]F?16|F32|F64|TQ\d_\d)$", re.IGNORECASE)
@@ -212,11 +211,3 @@ class DigestCache:
             os.replace(temporary, self._path)
         except OSError:
             return
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while block := stream.read(BLOCK):
-            digest.update(block)
-    return digest.hexdigest()

@@ -129,7 +129,7 @@ def test_digests_are_remembered_while_size_and_mtime_hold(
     weights.write_bytes(b"weights" * 1000)
     first = file_sha256(engine, weights)
     calls: list[Path] = []
-    monkeypatch.setattr(registry.weights, "_sha256", lambda path: calls.append(path) or "x" * 64)
+    monkeypatch.setattr(registry.weights, "sha256_of", lambda path: calls.append(path) or "x" * 64)
     assert file_sha256(engine, weights) == first and calls == []  # remembered
     weights.write_bytes(b"weights" * 1000 + b"!")  # another size (and mtime): hashed again
     assert file_sha256(engine, weights) == "x" * 64 and calls == [weights]
