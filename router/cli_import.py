@@ -41,8 +41,9 @@ _MARKS = {"create": ("+", "green"), "unchanged": ("=", "dim"), "exists": ("!", "
 
 import_app = typer.Typer(
     no_args_is_help=True,
-    help="Import GGUF files, Ollama, OpenAI-compatible servers, Hugging Face snapshots or a "
-    "LiteLLM config for review: a dry-run diff first, --apply to write.",
+    help="Import what you already run, for review.\n\nGGUF files, Ollama, OpenAI-compatible "
+    "servers, Hugging Face snapshots or a LiteLLM config: a dry-run diff first, --apply to "
+    "write.",
     rich_markup_mode=None,
 )
 
