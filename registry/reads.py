@@ -159,6 +159,14 @@ def find_key_snap(*, session: Session, key_hash: str) -> KeySnap | None:
     return None if row is None else _keys_by_hash([row]).get(key_hash)
 
 
+def key_snap_by_id(*, session: Session, key_id: str) -> KeySnap | None:
+    """Key ``key_id`` under its current hash, as the snapshot would hold it (for callers that
+    keep a key's id, not the raw key: the console's sessions)."""
+    t = table(SPECS["api_key"].table)
+    row = session.connection().execute(select(t).where(t.c.id == key_id)).mappings().first()
+    return None if row is None else _key(row)
+
+
 def list_changes(
     *,
     session: Session,

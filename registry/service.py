@@ -70,6 +70,7 @@ from registry.models import (
 from registry.reads import (
     find_key,
     find_key_snap,
+    key_snap_by_id,
     list_changes,
     list_decisions,
     list_policies,
@@ -92,6 +93,7 @@ __all__ = [
     "find_key_snap",
     "get_policy",
     "insert_decisions",
+    "key_snap_by_id",
     "list_changes",
     "list_decisions",
     "list_policies",

@@ -17,7 +17,8 @@ from starlette.concurrency import run_in_threadpool
 
 from registry.db import session_scope
 from registry.keys import hash_key
-from registry.service import find_key
+from registry.service import find_key_snap
+from registry.snapshot import KeySnap
 from registry.validation import INT32_MAX
 from router.admin.policies import (
     DraftIn,
@@ -30,11 +31,11 @@ from router.admin.policies import (
 from router.console import views
 from router.console.sessions import LOGIN_COOKIE, LOGIN_TTL_S, SESSION_COOKIE, new_nonce
 from router.console.web import (
-    CONSOLE_SCOPES,
     AdminUserDep,
     ConsoleDep,
     UserDep,
     checked_form,
+    console_caller,
     read_form,
     redirect,
     render,
@@ -73,21 +74,22 @@ async def login(request: Request, console: ConsoleDep) -> Response:
     if not console.sessions.csrf_ok(request.cookies.get(LOGIN_COOKIE), form.get("csrf")):
         return _login_again(request, console, "The sign-in form expired; try again.", 403)
     key = await run_in_threadpool(_find_key, console, form.get("key", "").strip())
-    if key is None or not key["enabled"] or CONSOLE_SCOPES.isdisjoint(key["scopes"]):
-        message = "That key is unknown, disabled, or has no admin or compliance scope."
+    caller = console_caller(key)
+    if caller is None:
+        message = "That key is unknown, disabled, expired, or has no admin or compliance scope."
         return _login_again(request, console, message, 401)
-    token, _ = console.sessions.issue(key["id"])
+    token, _ = console.sessions.issue(caller.key_id)
     response = redirect(request, _safe_next(form.get("next")))
     _set_cookie(request, response, SESSION_COOKIE, token, int(console.sessions.ttl_s))
     response.delete_cookie(LOGIN_COOKIE, path=_cookie_path(request))
     return response
 
 
-def _find_key(console: Any, raw: str) -> dict[str, Any] | None:
+def _find_key(console: Any, raw: str) -> KeySnap | None:
     if not raw:
         return None
     with session_scope(console.context.engine) as session:
-        return find_key(session=session, key_hash=hash_key(raw))
+        return find_key_snap(session=session, key_hash=hash_key(raw))
 
 
 def _login_again(request: Request, console: Any, message: str, status: int) -> HTMLResponse:

@@ -9,6 +9,7 @@ which refuses (403) a CSRF token that is not the session's.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,12 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from registry.db import session_scope
-from registry.service import NotFoundError, read_one
+from registry.service import key_snap_by_id
+from registry.snapshot import KeySnap
 from router.console.sessions import SESSION_COOKIE, Session, SessionSigner
 from router.deps import AdminContext, Caller
-from router.errors import PermissionDenied
+from router.errors import AuthenticationFailed, PermissionDenied
+from router.keys import usable_key
 from router.table import RoutingTable
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -89,16 +92,22 @@ def get_console(request: Request) -> Console:
 ConsoleDep = Annotated[Console, Depends(get_console)]
 
 
+def console_caller(key: KeySnap | None) -> Caller | None:
+    """The caller behind ``key`` if it may use the console now: usable as the admin API
+    decides (``router.keys.usable_key``: not revoked, not expired, not a rotated key past its
+    grace) and holding an admin or compliance scope; None otherwise."""
+    try:
+        usable = usable_key(key, time.time())
+    except AuthenticationFailed:
+        return None
+    if usable.scopes.isdisjoint(CONSOLE_SCOPES):
+        return None
+    return Caller(key_id=usable.id, tenant=usable.tenant_id, scopes=frozenset(usable.scopes))
+
+
 def _caller_of(console: Console, key_id: str) -> Caller | None:
     with session_scope(console.context.engine) as session:
-        try:
-            key = read_one(session=session, kind="api_key", id=key_id)
-        except NotFoundError:
-            return None
-    scopes = frozenset(key["scopes"])
-    if not key["enabled"] or scopes.isdisjoint(CONSOLE_SCOPES):
-        return None
-    return Caller(key_id=key["id"], tenant=key["tenant"], scopes=scopes)
+        return console_caller(key_snap_by_id(session=session, key_id=key_id))
 
 
 async def current_user(request: Request, console: ConsoleDep) -> User:
@@ -106,7 +115,7 @@ async def current_user(request: Request, console: ConsoleDep) -> User:
     if session is None:
         raise NotSignedIn()
     caller = await run_in_threadpool(_caller_of, console, session.key_id)
-    if caller is None:  # the key was disabled, deleted or lost its scope: the session ends
+    if caller is None:  # the key was disabled, deleted, expired or lost its scope: it ends
         raise NotSignedIn()
     return User(caller, session, console.sessions.csrf_token(session.nonce))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -359,6 +360,29 @@ def test_disabling_the_key_ends_its_sessions(setup: Setup) -> None:
         with gw.write() as w:
             w.update("api_key", key_id, {"enabled": False}, expected_version=None)
         assert client.get("/").status_code == 303
+
+
+def test_an_expired_key_neither_signs_in_nor_keeps_its_session(setup: Setup) -> None:
+    """The console decides whether a key is usable as /v1 and /admin do (router.keys): before,
+    it read only ``enabled`` and scopes, so an expired admin key still signed in and wrote."""
+    gw = setup.gw
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    soon = datetime.now(UTC) + timedelta(seconds=3)
+    with gw.write() as w:
+        _, expired = w.create_api_key(
+            id=uid("console-expired"), tenant="apps", scopes=["admin"], expires_at=past
+        )
+        _, expiring = w.create_api_key(
+            id=uid("console-expiring"), tenant="apps", scopes=["admin"], expires_at=soon
+        )
+    with console(gw) as client:
+        refused = sign_in(client, expired)
+        assert refused.status_code == 401 and "expired" in refused.text
+    with console(gw) as client:
+        assert sign_in(client, expiring).status_code == 303
+        assert client.get("/").status_code == 200
+        wait_for(lambda: client.get("/").status_code == 303, timeout_s=15, what="the expiry")
+        assert datetime.now(UTC) >= soon
 
 
 def test_sign_in_goes_back_only_to_a_console_page(setup: Setup) -> None:
