@@ -174,14 +174,25 @@ def known_revisions() -> frozenset[str]:
         )
 
 
+def schema_state(revision: str | None) -> str:
+    """``empty``, ``current``, ``behind`` (an upgrade applies) or ``newer`` (a revision this
+    version does not know: a newer version migrated the schema)."""
+    if revision is None:
+        return "empty"
+    if revision == HEAD_REVISION:
+        return "current"
+    return "behind" if revision in known_revisions() else "newer"
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (``alembic upgrade head``), from the package:
     no ``alembic.ini`` needed. Runs in one transaction on both databases. A schema a newer
     version migrated is refused in one sentence (``SchemaTooNew``), not alembic's traceback."""
     revision = current_revision(engine)
-    if revision == HEAD_REVISION:
+    state = schema_state(revision)
+    if state == "current":
         return
-    if revision is not None and revision not in known_revisions():
+    if state == "newer":
         raise SchemaTooNew(
             f"the database schema is at revision {revision}, which this version of "
             f"provenance-router does not know (its newest is {HEAD_REVISION}): a newer version "

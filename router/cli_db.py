@@ -22,9 +22,9 @@ from sqlalchemy import Engine
 from registry.db import (
     HEAD_REVISION,
     current_revision,
-    known_revisions,
     make_engine,
     migrate,
+    schema_state,
     setup_lock,
 )
 from router.settings import Settings
@@ -38,15 +38,6 @@ DatabaseUrl = Annotated[
 
 def _engine(database_url: str | None) -> Engine:
     return make_engine(database_url or Settings().database_url)
-
-
-def schema_state(revision: str | None) -> str:
-    """``empty``, ``current``, ``behind`` (an upgrade applies) or ``newer`` (unknown here)."""
-    if revision is None:
-        return "empty"
-    if revision == HEAD_REVISION:
-        return "current"
-    return "behind" if revision in known_revisions() else "newer"
 
 
 @db_app.command("status")
