@@ -27,6 +27,7 @@ from registry.gitops import ApplyResult, apply, describe_error, export
 from registry.gitops_schema import RegistryFileError, parse_document
 from registry.keys import hash_key, key_prefix
 from registry.service import KINDS, RegistryError, find_key, read_all, read_one
+from router.cli_export import register as register_export
 from router.cli_gitops import register
 
 StateOf = Callable[[Engine], dict[str, Any]]
@@ -671,7 +672,8 @@ def test_the_example_registry_applies_on_the_catalog(engine: Engine) -> None:
 
 @pytest.fixture
 def cli() -> typer.Typer:
-    """The gitops commands on their own app, as ``router.cli`` registers them."""
+    """The gitops commands (apply, and export with its YAML default) on their own app, as
+    ``router.cli`` registers them."""
     app = typer.Typer()
 
     @app.callback()
@@ -679,6 +681,7 @@ def cli() -> typer.Typer:
         """provenance-router (test)."""
 
     register(app)
+    register_export(app)
     return app
 
 
